@@ -157,3 +157,15 @@ def run_training(cfg: RunConfig, log=print) -> dict:
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def ensure_adapter(cfg: RunConfig, log=print) -> Path:
+    """The adapter folder of a finished run in `cfg.output_dir`; trains one first, saying so, if there is none."""
+    out = Path(cfg.output_dir)
+    if (out / "metrics.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
+        log(f"Using the adapter trained earlier: {out / 'adapter'}")
+    else:
+        log(f"No finished run in {out}: training an adapter now on the {cfg.profile!r} profile "
+            "(lesson 03 explains each step).")
+        run_training(cfg, log)
+    return out / "adapter"
