@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args.pop("profile"), **args)
     print(cfg.table(), flush=True)
 
-    from utils.predict import SentimentPredictor  # heavy imports after the table is shown
+    from accelerate import PartialState  # heavy imports after the table is shown
+    from utils.predict import SentimentPredictor
     from utils.training import EVAL_KEYS, run_training
 
     metrics = run_training(cfg)
+    if not PartialState().is_main_process:  # torchrun / accelerate launch: the first process reports
+        return 0
     print(f"Final evaluation results: { {k: metrics[k] for k in EVAL_KEYS} }")
     print(f"Adapter and metrics.json saved in {cfg.output_dir}")
 

@@ -42,7 +42,7 @@ class RunConfig:
     lora_dropout: float = 0.1
     target_modules: list[str] | None = None  # None: chosen from the architecture (utils.model)
     seed: int = 42
-    output_dir: str = "outputs/lora-imdb"
+    output_dir: str = ""  # empty: outputs/lora-imdb-<profile>
     extra: dict = field(default_factory=dict)  # free-form notes shown in the table
 
     def table(self) -> str:
@@ -64,8 +64,7 @@ PROFILES: dict[str, dict] = {
     # Its random backbone has no features to adapt, so LoRA goes on every linear layer.
     "smoke": dict(model=SMOKE_MODEL, data_dir=SMOKE_DATA, max_length=64, epochs=8, batch_size=16,
                   lr=5e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                  target_modules=["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
-                  output_dir="outputs/lora-imdb-smoke"),
+                  target_modules=["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]),
 }
 
 # Overrides read from the environment: LORA_MODEL=... LORA_EPOCHS=... (arguments win over these).
@@ -93,6 +92,7 @@ def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
         if env and name not in ("profile", "extra"):
             values[name] = _CASTS.get(name, str)(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values.setdefault("output_dir", f"outputs/lora-imdb-{chosen}")
     return RunConfig(profile=chosen, **values)
 
 

@@ -30,7 +30,7 @@ def _frame_to_dataset(df: pd.DataFrame, where: str) -> Dataset:
     missing = {"text", "label"} - set(df.columns)
     if missing:
         raise SetupError(f"{where} has no column {sorted(missing)}: IMDB files need `text` and `label` columns.")
-    bad = sorted(set(df["label"].unique()) - {0, 1})
+    bad = sorted({v.item() if hasattr(v, "item") else v for v in df["label"].unique()} - {0, 1}, key=str)
     if bad:
         raise SetupError(f"{where} has labels {bad[:5]}: labels must be 0 (negative) or 1 (positive).")
     df = pd.DataFrame({"text": df["text"].astype(str).map(clean_text), "label": df["label"].astype("int64")})

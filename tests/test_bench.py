@@ -1,0 +1,94 @@
+"""The speed benchmark (utils.bench): a smoke-sized run on the CPU, and the padding arithmetic behind it."""
+
+import json
+
+import pytest
+import torch
+
+from utils import bench
+from utils.config import PROFILES
+
+
+def test_shipped_lengths_are_the_imdb_training_set():
+    """The histogram holds 25,000 reviews of plausible token counts (median in the low hundreds)."""
+    lengths, source = bench.load_lengths()
+    assert len(lengths) == 25_000 and "imdb_token_lengths.json" in source
+    ordered = sorted(lengths)
+    assert ordered[0] >= 3 and 150 < ordered[12_500] < 300 and ordered[-1] > 512
+
+
+def test_lengths_from_a_data_dir():
+    """--data-dir smoke tokenizes the shipped review set's training split with the smoke tokenizer."""
+    lengths, source = bench.load_lengths("smoke")
+    assert len(lengths) == 160 and min(lengths) > 2 and "smoke" in source
+
+
+def test_grouping_by_length_cuts_padding():
+    """Batches from length grouping need far less padding than random ones (real IMDB lengths, max 512)."""
+    lengths = [min(n, 512) for n in bench.load_lengths()[0]]
+
+    def padded_fraction(batches, pad_to_max):
+        real = sum(sum(b) for b in batches)
+        return 1 - real / sum(len(b) * bench.batch_width(b, 512, pad_to_max, None) for b in batches)
+
+    random_order = bench.sample_batches(lengths, 16, 200, grouped=False, seed=0)
+    grouped = bench.sample_batches(lengths, 16, 200, grouped=True, seed=0)
+    assert all(len(b) == 16 for b in random_order + grouped)
+    assert padded_fraction(random_order, True) > 0.4  # IMDB's median review is about 220 tokens
+    assert padded_fraction(random_order, False) > 0.2  # dynamic padding alone still pads to the longest
+    assert padded_fraction(grouped, False) < 0.05
+
+
+def test_batch_width():
+    """Pad to max length, to the longest review, or to the longest rounded up to a multiple."""
+    assert bench.batch_width([10, 30], 512, True, None) == 512
+    assert bench.batch_width([10, 30], 512, False, None) == 30
+    assert bench.batch_width([10, 30], 512, False, 8) == 32
+    assert bench.batch_width([10, 510], 512, False, 64) == 512
+
+
+@pytest.fixture
+def keep_threads():
+    """Give torch its thread count back after a test that changes it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_smoke_run_writes_both_recipes(tmp_path, keep_threads):
+    """A tiny model, a few CPU steps: the JSON has both recipes, the ratio, and sane figures."""
+    out = tmp_path / "bench.json"
+    args = bench.parse_args(["--model-size", "tiny", "--steps", "2", "--warmup", "1", "--max-length", "256",
+                             "--threads", "1", "--output", str(out)])
+    report = bench.run(args)
+    assert report["device"] == "cpu, 1 torch threads"
+    assert json.loads(out.read_text()) == report
+    naive, project = report["naive"], report["project"]
+    assert naive["padding"] == "max_length" and naive["batch_size"] == 16 and naive["precision"] == "fp32"
+    for recipe in (naive, project):
+        assert recipe["samples_per_s"] > 0 and recipe["real_tokens_per_s"] > 0 and recipe["peak_memory_mb"] > 0
+        assert 0 <= recipe["padded_fraction"] <= 1
+    assert project["padded_fraction"] < naive["padded_fraction"]
+    ratio = project["samples_per_s"] / naive["samples_per_s"]
+    assert report["ratio"]["samples_per_s"] == pytest.approx(ratio, rel=0.01)
+    assert "naive" in bench.format_report(report) and "x samples/s" in bench.format_report(report)
+
+
+@pytest.mark.parametrize("capability, precision", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_gpu_recipe(monkeypatch, capability, precision):
+    """On a GPU (faked here): bf16 from Ampere on, fp16 before (a T4 is 7.5), padding to 8, the gpu profile's batch."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: capability)
+    naive, project = bench.recipes(True, None).values()
+    assert (naive["precision"], naive["batch_size"], naive["pad_to_max"], naive["tuned"]) == ("fp32", 16, True, False)
+    assert project["precision"] == precision and project["pad_multiple"] == 8 and project["tuned"]
+    assert project["batch_size"] == PROFILES["gpu"]["batch_size"]
+    assert bench.recipes(True, 128)["project"]["batch_size"] == 128
+
+
+def test_bad_options_are_refused():
+    """Nonsense sizes stop with argparse's one-line error."""
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--steps", "0"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--max-length", "1024"])

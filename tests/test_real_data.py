@@ -1,0 +1,27 @@
+"""The recipe on real data: LoRA on a real pretrained encoder must learn IMDB sentiment on a CPU.
+
+Needs IMDB_DATA_DIR (train/test parquet, csv or aclImdb) and LORA_TEST_MODEL (a local BERT-family or
+DistilBERT checkpoint). CI sets them to ../shared/datasets/imdb and ../shared/models/all-MiniLM-L6-v2-bf16.
+"""
+
+import os
+
+import pytest
+
+from utils.config import resolve_config
+from utils.training import run_training
+
+DATA, MODEL = os.environ.get("IMDB_DATA_DIR"), os.environ.get("LORA_TEST_MODEL")
+# A broken recipe (labels shuffled, head untrained, adapters frozen) stays near 0.5; measured with MiniLM
+# at these settings the recipe reaches about 0.8 (README). 0.75 leaves room for run-to-run noise.
+FLOOR = 0.75
+
+
+@pytest.mark.skipif(not (DATA and MODEL), reason="set IMDB_DATA_DIR and LORA_TEST_MODEL to run the real-data test")
+def test_lora_learns_imdb_on_cpu(tmp_path):
+    cfg = resolve_config("cpu", model=MODEL, data_dir=DATA, train_size=2000, eval_size=1000, max_length=256,
+                         epochs=1, output_dir=str(tmp_path))
+    metrics = run_training(cfg)
+    print({k: metrics[k] for k in ("eval_accuracy", "eval_f1", "train_runtime_s")})
+    assert metrics["eval_size"] == 1000 and metrics["train_size"] == 2000
+    assert metrics["eval_accuracy"] >= FLOOR

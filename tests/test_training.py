@@ -1,0 +1,96 @@
+"""utils.training and the headless script, end to end on the smoke profile."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.config import SetupError, resolve_config
+from utils.data import load_smoke_reviews
+from utils.model import load_tokenizer
+from utils.training import EVAL_KEYS, ensure_adapter, resume_point, run_training, tokenize, training_arguments
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = {"eval_accuracy", "eval_loss", "eval_f1", "profile", "model", "data_source", "train_size", "eval_size",
+            "max_length", "trainable_params", "total_params", "train_runtime_s", "train_samples_per_second"}
+
+
+def test_tokenize_truncates_and_does_not_pad():
+    tokenizer = load_tokenizer("smoke-distilbert")
+    tokens = tokenize(load_smoke_reviews(), tokenizer, max_length=30)
+    lengths = [len(ids) for ids in tokens["train"]["input_ids"]]
+    assert max(lengths) == 30 and min(lengths) < 30  # long ones truncated, short ones left unpadded
+    assert tokens["train"].column_names == ["label", "input_ids", "attention_mask"]
+
+
+def test_cpu_training_arguments():
+    args = training_arguments(resolve_config("cpu", output_dir="out"))
+    assert args.use_cpu and not args.bf16 and not args.fp16
+    assert args.eval_strategy == "epoch" and args.load_best_model_at_end
+    assert args.train_sampling_strategy == "group_by_length"
+    assert args.output_dir.endswith("checkpoints")
+
+
+def test_smoke_run_writes_adapter_and_metrics(smoke_run):
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert REQUIRED <= metrics.keys()
+    assert set(EVAL_KEYS) <= metrics.keys()
+    assert (metrics["train_size"], metrics["eval_size"]) == (160, 80)
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
+        assert (smoke_run / "adapter" / name).is_file()
+    losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0]  # it learned something
+    assert metrics["eval_accuracy"] > 0.6  # chance is 0.5 on the balanced smoke test set
+
+
+def test_ensure_adapter_reuses_a_finished_run(smoke_run):
+    logged = []
+    cfg = resolve_config("smoke", output_dir=str(smoke_run))
+    assert ensure_adapter(cfg, log=logged.append) == smoke_run / "adapter"
+    assert "trained earlier" in logged[0]
+
+
+def test_interrupted_run_resumes_only_with_the_same_settings(tmp_path):
+    cfg = resolve_config("smoke", epochs=1, output_dir=str(tmp_path))
+    run_training(cfg, log=lambda _: None)
+    (tmp_path / "metrics.json").unlink()  # as if the run had stopped after its checkpoint
+    assert resume_point(cfg) is not None
+    with pytest.raises(SetupError, match="other settings"):
+        resume_point(resolve_config("smoke", epochs=2, output_dir=str(tmp_path)))
+    logged = []
+    run_training(cfg, log=logged.append)
+    assert any("Resuming from" in line for line in logged)
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_finished_run_starts_again_from_scratch(smoke_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    assert resume_point(resolve_config("smoke", lr=1e-3, output_dir=str(out))) is None
+    assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """Run fine_tune_sentiment.py as a user would."""
+    return subprocess.run([sys.executable, "fine_tune_sentiment.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_script_prints_results_and_predictions(tmp_path):
+    done = run_script("--profile", "smoke", "--epochs", "2", "--output-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Final evaluation results: {'eval_loss': " in done.stdout
+    assert "'This movie was absolutely fantastic!': [{'label': '" in done.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_script_bad_input_is_one_line_not_a_traceback(tmp_path):
+    done = run_script("--profile", "smoke", "--data-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: Data directory")
+    assert not (tmp_path / "metrics.json").exists()

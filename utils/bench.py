@@ -1,0 +1,295 @@
+"""Training speed of LoRA DistilBERT: the naive recipe against the project's, in one run.
+
+    python -m utils.bench                                  # DistilBERT-base, real IMDB review lengths
+    python -m utils.bench --model-size tiny --steps 6      # smoke-sized, seconds (CI)
+    python -m utils.bench --data-dir ../shared/datasets/imdb --tokenizer PATH   # lengths from the data
+
+Both recipes train the same model (a random-initialised DistilBERT-base, `DistilBertConfig()`,
+wrapped by `utils.model.add_lora`: r=8 on q_lin/v_lin) for the same number of steps:
+- naive: float32, every review padded to `--max-length`, batch 16, random order, PyTorch's
+  default GPU settings;
+- project: the recipe of `utils.training` -- bf16 (fp16 on GPUs without it) on a GPU, each batch
+  padded only to its longest review (rounded up to a multiple of 8 on a GPU, for tensor cores),
+  batches of similar lengths (the Trainer's own `get_length_grouped_indices`), a larger batch on a
+  GPU (the `gpu` profile's), and `tune_gpu()` (cuDNN attention off, TF32 on).
+Token ids are random: speed depends on the lengths, not on the words. The timed batches are
+spread evenly over one epoch's batches, from the smallest to the largest, so that a few steps
+already stand for a whole epoch.
+
+What is timed: a plain loop of forward, backward and AdamW step, with `warmup` steps left out and
+`torch.cuda.synchronize()` around the clock on a GPU. Not the Trainer, because its evaluation,
+checkpointing and logging would blur what each speed setting buys, and a plain loop is short
+enough to read in one go. Batches are built before the clock starts (the Trainer's dataloader
+workers do that work in parallel with training), so the figures are the model's compute.
+
+Review lengths: from `--data-dir` (its train split tokenized with `--tokenizer`), else from
+`utils/assets/imdb_token_lengths.json`, a histogram of the 25,000 IMDB training reviews' token
+counts. That file was made once, from the train.parquet of a local IMDB copy: each text cleaned
+with `utils.data.clean_text`, tokenized without truncation (with [CLS]/[SEP]) by the
+bert-base-uncased WordPiece vocabulary (the same 30,522 lower-cased tokens as
+distilbert-base-uncased), and the counts of each length written as `lengths` and `counts`.
+
+Peak memory: CUDA's `max_memory_allocated` on a GPU; on a CPU the process's peak resident memory
+(reset between the recipes where Linux allows it, else the peak of the whole run so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
+from transformers.trainer_pt_utils import get_length_grouped_indices
+
+from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, set_threads
+from .model import add_lora, build_smoke_model
+from .training import PAD_TO_MULTIPLE_OF, precision_flags, tune_gpu
+
+LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
+IMDB_TRAIN_REVIEWS = 25_000
+NAIVE_BATCH = 16
+
+
+def load_lengths(data_dir: str | None = None, tokenizer: str | None = None) -> tuple[list[int], str]:
+    """Token counts of the training reviews, and where they came from (the shipped histogram by default)."""
+    if data_dir is None:
+        hist = json.loads(LENGTHS_FILE.read_text())
+        lengths = [n for n, c in zip(hist["lengths"], hist["counts"]) for _ in range(c)]
+        return lengths, f"{LENGTHS_FILE.name} ({len(lengths):,} IMDB training reviews)"
+    from .data import load_imdb
+    from .model import load_tokenizer
+
+    name = tokenizer or (SMOKE_MODEL if data_dir == SMOKE_DATA else "distilbert-base-uncased")
+    texts = load_imdb(RunConfig(profile="bench", data_dir=data_dir))[0]["train"]["text"]
+    lengths = [len(ids) for ids in load_tokenizer(name)(list(texts))["input_ids"]]
+    return lengths, f"{data_dir} tokenized by {name} ({len(lengths):,} reviews)"
+
+
+def sample_batches(lengths: list[int], batch_size: int, steps: int, grouped: bool, seed: int,
+                   warmup: int = 0) -> list[list[int]]:
+    """The lengths of `warmup` + `steps` batches of one epoch, formed as the Trainer would form them.
+
+    The timed `steps` batches are spread evenly over the epoch's batches sorted by size (then
+    shuffled), so that even a few steps have the epoch's mix of short and long batches; the
+    warmup batches are drawn at random.
+    """
+    g = torch.Generator().manual_seed(seed)
+    order = (get_length_grouped_indices(lengths, batch_size, generator=g) if grouped
+             else torch.randperm(len(lengths), generator=g).tolist())
+    batches = [[lengths[i] for i in order[s:s + batch_size]]
+               for s in range(0, len(order) - batch_size + 1, batch_size)]
+    if not batches:
+        raise ValueError(f"Only {len(lengths)} reviews: fewer than one batch of {batch_size}; lower --batch-size.")
+    batches.sort(key=lambda b: (max(b), sum(b)))
+    timed = [batches[int((i + 0.5) * len(batches) / steps)] for i in range(steps)]
+    timed = [timed[i] for i in torch.randperm(steps, generator=g).tolist()]
+    return [batches[i] for i in torch.randint(len(batches), (warmup,), generator=g).tolist()] + timed
+
+
+def batch_width(batch: list[int], max_length: int, pad_to_max: bool, multiple: int | None) -> int:
+    """How long the padded batch is: `max_length`, or its longest review rounded up to `multiple`."""
+    if pad_to_max:
+        return max_length
+    return min(max_length, math.ceil(max(batch) / (multiple or 1)) * (multiple or 1))
+
+
+def make_batch(batch: list[int], width: int, vocab_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random token ids with these lengths, padded with 0 to `width`; attention mask and labels."""
+    lengths = torch.tensor(batch)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, vocab_size, (len(batch), width), generator=g) * mask  # 0-4: [PAD] and special tokens
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (len(batch),), generator=g)}
+
+
+def build_model(size: str) -> torch.nn.Module:
+    """A random-initialised DistilBERT classifier (`base` or the smoke-sized `tiny`) with LoRA added."""
+    config = DistilBertConfig() if size == "base" else DistilBertConfig.from_pretrained(build_smoke_model())
+    config.num_labels = 2
+    with warnings.catch_warnings():  # peft asks transformers 5 for a renamed attribute: a FutureWarning, harmless
+        warnings.simplefilter("ignore", FutureWarning)
+        return add_lora(DistilBertForSequenceClassification(config), RunConfig(profile="bench"))
+
+
+def recipes(cuda: bool, batch_size: int | None) -> dict[str, dict]:
+    """The two recipes compared: naive (fp32, pad to max length, batch 16) and the project's."""
+    flags = precision_flags()
+    return {
+        "naive": dict(precision="fp32", pad_to_max=True, grouped=False, batch_size=NAIVE_BATCH,
+                      pad_multiple=None, tuned=False),
+        "project": dict(precision="bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32",
+                        pad_to_max=False, grouped=True, pad_multiple=PAD_TO_MULTIPLE_OF if cuda else None,
+                        batch_size=batch_size or PROFILES["gpu" if cuda else "cpu"]["batch_size"], tuned=True),
+    }
+
+
+def set_gpu_settings(tuned: bool) -> None:
+    """The project's GPU settings (`tune_gpu`), or PyTorch's defaults for the naive recipe."""
+    if tuned:
+        tune_gpu()
+    elif torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(True)  # PyTorch's defaults (tune_gpu may have changed them)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting peak memory afresh (CUDA allocator; on Linux, the process's peak RSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    elif Path("/proc/self/clear_refs").exists():
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass  # not allowed here: the figure is then the peak so far
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since the last reset: CUDA's max_memory_allocated, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU to finish queued work (so the clock measures it); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, device: torch.device) -> dict:
+    """Train a fresh LoRA model for `args.steps` steps under `recipe`; its speed and memory."""
+    torch.manual_seed(args.seed)
+    model = build_model(args.model_size).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[recipe["precision"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 needs loss scaling
+    plan = sample_batches([min(n, args.max_length) for n in lengths], recipe["batch_size"],
+                          args.steps, recipe["grouped"], args.seed, warmup=args.warmup)
+    widths = [batch_width(b, args.max_length, recipe["pad_to_max"], recipe["pad_multiple"]) for b in plan]
+    g = torch.Generator().manual_seed(args.seed)
+    batches = [make_batch(b, w, model.config.vocab_size, g) for b, w in zip(plan, widths)]
+    set_gpu_settings(recipe["tuned"])
+    reset_peak_memory(device)
+
+    for step, batch in enumerate(batches):
+        if step == args.warmup:
+            sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+
+    timed = list(zip(plan, widths))[args.warmup:]
+    samples = sum(len(b) for b, _ in timed)
+    real = sum(sum(b) for b, _ in timed)
+    padded = sum(len(b) * w for b, w in timed)
+    multiple = recipe["pad_multiple"]
+    return {
+        "precision": recipe["precision"], "batch_size": recipe["batch_size"],
+        "padding": ("max_length" if recipe["pad_to_max"]
+                    else f"dynamic, multiple of {multiple}" if multiple else "dynamic"),
+        "length_grouped": recipe["grouped"], "gpu_tuned": recipe["tuned"] and device.type == "cuda",
+        "steps": args.steps, "seconds": round(seconds, 3),
+        "process_cpu_s": round(cpu_seconds, 3),  # CPU time of all threads: on a busy machine, compare with seconds
+        "samples_per_s": round(samples / seconds, 2),
+        "real_tokens_per_s": round(real / seconds, 1),
+        "padded_fraction": round(1 - real / padded, 4),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "epoch_25k_s": round(IMDB_TRAIN_REVIEWS * seconds / samples, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Time both recipes on this machine and return the report (also written to `args.output`)."""
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    threads = args.threads or set_threads()
+    torch.set_num_threads(threads)
+    lengths, source = load_lengths(args.data_dir, args.tokenizer)
+    report = {
+        "device": torch.cuda.get_device_name() if cuda else f"cpu, {threads} torch threads",
+        "torch": torch.__version__, "model_size": args.model_size, "max_length": args.max_length,
+        "lengths_from": source, "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    for name, recipe in recipes(cuda, args.batch_size).items():
+        report[name] = time_recipe(recipe, lengths, args, device)
+    report["ratio"] = {k: round(report["project"][k] / report["naive"][k], 2)
+                       for k in ("samples_per_s", "real_tokens_per_s", "peak_memory_mb")}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The two recipes side by side, as a text table."""
+    rows = [("precision", "precision"), ("batch size", "batch_size"), ("padding", "padding"),
+            ("length-grouped", "length_grouped"), ("samples/s", "samples_per_s"),
+            ("real tokens/s", "real_tokens_per_s"), ("padded fraction", "padded_fraction"),
+            ("peak memory (MiB)", "peak_memory_mb"), ("25k-review epoch (s)", "epoch_25k_s")]
+    lines = [f"{report['device']} | DistilBERT-{report['model_size']} + LoRA | max length {report['max_length']} "
+             f"| lengths: {report['lengths_from']} | load {report['load_average']}",
+             f"{'':<22}{'naive':>22}{'project':>26}"]
+    lines += [f"{label:<22}{report['naive'][key]!s:>22}{report['project'][key]!s:>26}" for label, key in rows]
+    lines.append(f"project / naive: {report['ratio']['samples_per_s']}x samples/s, "
+                 f"{report['ratio']['real_tokens_per_s']}x real tokens/s, "
+                 f"{report['ratio']['peak_memory_mb']}x peak memory")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the benchmark."""
+    gpu = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=50 if gpu else 4,
+                   help="timed steps per recipe (default: 50 on a GPU, 4 on a CPU)")
+    p.add_argument("--warmup", type=int, default=5 if gpu else 1,
+                   help="untimed steps first (default: 5 on a GPU, 1 on a CPU)")
+    p.add_argument("--batch-size", type=int,
+                   help="the project recipe's batch (default: the gpu or cpu profile's); naive uses 16")
+    p.add_argument("--max-length", type=int, default=512, help="tokens kept per review (default 512)")
+    p.add_argument("--model-size", choices=["base", "tiny"], default="base",
+                   help="DistilBERT-base (default), or the smoke profile's tiny model for CI")
+    p.add_argument("--data-dir", help="take review lengths from this IMDB folder (or 'smoke'); "
+                                      "default: the shipped histogram")
+    p.add_argument("--tokenizer", help="tokenizer for --data-dir (default: distilbert-base-uncased; "
+                                       "the smoke tokenizer for 'smoke')")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default: one per core; 1 is steadier on a busy machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="outputs/bench.json", help="where the JSON report goes")
+    args = p.parse_args(argv)
+    if min(args.steps, args.max_length - 1, args.batch_size or 1, args.threads or 1) < 1 or args.warmup < 0:
+        p.error("--steps, --max-length, --batch-size and --threads must be positive, --warmup not negative")
+    if args.max_length > 512:
+        p.error("--max-length: DistilBERT reads at most 512 tokens")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its table."""
+    report = run(parse_args(argv))
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SetupError as err:
+        sys.exit(f"Error: {err}")
