@@ -19,7 +19,7 @@ FLOOR = 0.75
 
 @pytest.mark.skipif(not (DATA and MODEL), reason="set IMDB_DATA_DIR and LORA_TEST_MODEL to run the real-data test")
 def test_lora_learns_imdb_on_cpu(tmp_path):
-    cfg = resolve_config("cpu", model=MODEL, data_dir=DATA, train_size=2000, eval_size=1000, max_length=256,
+    cfg = resolve_config("cpu", model=MODEL, data_dir=DATA, train_size=2000, eval_size=1000, max_length=128,
                          epochs=1, output_dir=str(tmp_path))
     metrics = run_training(cfg)
     print({k: metrics[k] for k in ("eval_accuracy", "eval_f1", "train_runtime_s")})

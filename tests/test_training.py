@@ -15,7 +15,8 @@ from utils.training import EVAL_KEYS, ensure_adapter, resume_point, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"eval_accuracy", "eval_loss", "eval_f1", "profile", "model", "data_source", "train_size", "eval_size",
-            "max_length", "trainable_params", "total_params", "train_runtime_s", "train_samples_per_second"}
+            "max_length", "trainable_params", "total_params", "train_runtime_s", "train_samples_per_second", "lr",
+            "batch_size"}
 
 
 def test_tokenize_truncates_and_does_not_pad():

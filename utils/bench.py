@@ -42,7 +42,6 @@ import os
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -113,9 +112,7 @@ def build_model(size: str) -> torch.nn.Module:
     """A random-initialised DistilBERT classifier (`base` or the smoke-sized `tiny`) with LoRA added."""
     config = DistilBertConfig() if size == "base" else DistilBertConfig.from_pretrained(build_smoke_model())
     config.num_labels = 2
-    with warnings.catch_warnings():  # peft asks transformers 5 for a renamed attribute: a FutureWarning, harmless
-        warnings.simplefilter("ignore", FutureWarning)
-        return add_lora(DistilBertForSequenceClassification(config), RunConfig(profile="bench"))
+    return add_lora(DistilBertForSequenceClassification(config), RunConfig(profile="bench"))
 
 
 def recipes(cuda: bool, batch_size: int | None) -> dict[str, dict]:

@@ -97,10 +97,11 @@ def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
 
 
 def set_threads() -> int:
-    """Give torch one thread per core this process may use (steadier than the default); return it."""
+    """Give torch one thread per core this process may use, shared among torchrun's local processes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(cores)
-    return cores
+    threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def hub_offline() -> bool:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -120,7 +121,9 @@ def lora_config(model: torch.nn.Module, cfg: RunConfig) -> LoraConfig:
 def add_lora(model: torch.nn.Module, cfg: RunConfig) -> PeftModel:
     """Freeze `model` and wrap it with LoRA adapters (changes `model` in place, returns the wrapper)."""
     try:
-        peft_model = get_peft_model(model, lora_config(model, cfg))
+        with warnings.catch_warnings():  # peft asks transformers 5 for a renamed attribute: harmless
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(model, lora_config(model, cfg))
     except ValueError as exc:
         raise SetupError(f"LoRA could not be added ({exc}). Pass --target-modules with names from "
                          f"{linear_module_names(model)}.") from exc

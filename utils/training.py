@@ -154,13 +154,17 @@ def run_training(cfg: RunConfig, log=print) -> dict:
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=last)
     train_runtime = time.perf_counter() - start
-    results = trainer.evaluate()
+    # load_best_model_at_end restored the best epoch's weights, so that epoch's evaluation is the
+    # final result (no need to evaluate the same weights again).
+    evals = [h for h in trainer.state.log_history if "eval_accuracy" in h]
+    results = max(evals, key=lambda h: h["eval_accuracy"]) if evals else trainer.evaluate()
 
     metrics = {
         **{k: round(float(results[k]), 4) for k in EVAL_KEYS},
         "profile": cfg.profile, "model": cfg.model, "data_source": source,
         "train_size": len(data["train"]), "eval_size": len(data["test"]), "max_length": cfg.max_length,
-        "epochs": cfg.epochs, "batch_size": trainer.args.per_device_train_batch_size, "lr": cfg.lr,
+        "epochs": cfg.epochs, "lr": cfg.lr,
+        "batch_size": trainer._train_batch_size,  # the one used, after auto_find_batch_size
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
         "target_modules": sorted(model.peft_config["default"].target_modules),
         "trainable_params": trainable, "total_params": total,
