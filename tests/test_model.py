@@ -1,5 +1,7 @@
 """utils.model: the offline smoke backbone, LoRA targets per architecture, exact trainable counts, bad names."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
@@ -7,7 +9,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from utils import config
 from utils.config import SMOKE_MODEL, SetupError, resolve_config
 from utils.data import load_smoke_reviews
-from utils.model import (HEAD_MODULES, add_lora, build_smoke_model, count_parameters, default_targets,
+from utils.model import (HEAD_MODULES, add_lora, base_model_reference, build_smoke_model, count_parameters, default_targets,
                          load_backbone, load_tokenizer, resolve_model_path)
 
 
@@ -63,9 +65,11 @@ def test_unknown_target_module_is_explained():
         add_lora(tiny_bert(), resolve_config("cpu", target_modules=["q_proj"]))
 
 
-def test_adapter_remembers_its_base_model():
-    peft_model = add_lora(load_backbone(SMOKE_MODEL), resolve_config("smoke"))
-    assert peft_model.peft_config["default"].base_model_name_or_path == SMOKE_MODEL
+def test_adapter_remembers_its_base_model_portably(smoke_run, tmp_path):
+    saved = json.loads((smoke_run / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == SMOKE_MODEL  # rebuilt offline wherever it is loaded
+    assert base_model_reference("distilbert-base-uncased") == "distilbert-base-uncased"
+    assert base_model_reference(str(tmp_path)) == str(tmp_path.resolve())
 
 
 def test_model_paths_are_checked(tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ from utils.config import resolve_config
 from utils.training import run_training
 
 DATA, MODEL = os.environ.get("IMDB_DATA_DIR"), os.environ.get("LORA_TEST_MODEL")
-# A broken recipe (labels shuffled, head untrained, adapters frozen) stays near 0.5; measured with MiniLM
-# at these settings the recipe reaches about 0.8 (README). 0.75 leaves room for run-to-run noise.
+# Measured with MiniLM at these settings on 2 CPU cores: the recipe 0.799; the backbone frozen with only
+# the head and pooler trained ("frozen adapters") 0.671; wrong labels or an untrained head stay near 0.5.
 FLOOR = 0.75
 
 

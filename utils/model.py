@@ -127,11 +127,13 @@ def add_lora(model: torch.nn.Module, cfg: RunConfig) -> PeftModel:
     except ValueError as exc:
         raise SetupError(f"LoRA could not be added ({exc}). Pass --target-modules with names from "
                          f"{linear_module_names(model)}.") from exc
-    local = Path(cfg.model).expanduser()
-    # What a predictor reloads the base from: the name as given, or the local folder's full path.
-    peft_model.peft_config["default"].base_model_name_or_path = (
-        str(local.resolve()) if cfg.model != SMOKE_MODEL and local.exists() else cfg.model)
     return peft_model
+
+
+def base_model_reference(name: str) -> str:
+    """How a saved adapter names its base model: as given (Hub name, `smoke-distilbert`) or a full local path."""
+    local = Path(name).expanduser()
+    return str(local.resolve()) if name != SMOKE_MODEL and local.exists() else name
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .config import RunConfig, SetupError
 from .data import load_imdb
 from .metrics import compute_metrics
-from .model import add_lora, count_parameters, load_backbone, load_tokenizer
+from .model import add_lora, base_model_reference, count_parameters, load_backbone, load_tokenizer
 
 
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
@@ -174,6 +174,7 @@ def run_training(cfg: RunConfig, log=print) -> dict:
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():  # with several processes (torchrun), one writes the files
+        model.peft_config["default"].base_model_name_or_path = base_model_reference(cfg.model)  # what predictors load
         model.save_pretrained(out / "adapter", save_embedding_layers=False)  # only LoRA and the head
         tokenizer.save_pretrained(out / "adapter")
         write_json(out / "metrics.json", metrics)
