@@ -155,7 +155,7 @@ def test_widget_predicts_in_a_real_jupyterlab(tmp_path, request):
 
                 textarea.fill(REVIEWS[1])
                 page.wait_for_function(f"() => document.querySelector('{BAR}').style.width !== '{first_width}'")
-                page.wait_for_function(f"() => document.querySelector('.sentiment-words').textContent.includes('awful.')")
+                page.wait_for_function("() => document.querySelector('.sentiment-words').textContent.includes('awful.')")
                 second_label = page.inner_text(LABEL)
                 assert second_label != first_label and ("POSITIVE" in second_label or "NEGATIVE" in second_label)
                 assert float(bar_width(page).rstrip("%")) != float(first_width.rstrip("%"))

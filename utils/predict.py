@@ -267,7 +267,7 @@ class SentimentPredictor:
         if isinstance(text, (list, tuple)):
             raise TypeError("explain() takes one review (a str): call it once per review.")
         (clean,) = self._validate(text)
-        _, (truncated,), (kept,) = self._predict([clean])
+        _, (truncated,), (kept,) = self._encode([clean])  # tokenizing tells what the model reads
         seen = clean[:kept].split()  # the words within the max_length tokens kept
         words = seen[:max_words]
         if truncated or len(words) < len(seen):
