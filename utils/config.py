@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 SMOKE_MODEL = "smoke-distilbert"  # a tiny DistilBERT built offline by utils.model
+SMOKE_DECODER = "smoke-llama"  # a tiny Llama-family decoder built offline by utils.model (lesson 06)
 SMOKE_DATA = "smoke"  # the small review set in utils/assets
 HUB_DATASET = "stanfordnlp/imdb"
 HUB_HOST = ("huggingface.co", 443)
@@ -32,7 +33,8 @@ class RunConfig:
     model: str = "distilbert-base-uncased"
     data_dir: str | None = None  # None: the Hub's IMDB (or the smoke set for `smoke`)
     train_size: int | None = None  # None: the whole split
-    eval_size: int | None = None
+    eval_size: int | None = None  # test reviews (evaluated once, at the end)
+    val_size: int = 2500  # validation reviews carved from the training split: they pick the best epoch
     max_length: int = 512
     epochs: float = 2
     batch_size: int = 16
@@ -42,6 +44,8 @@ class RunConfig:
     lora_dropout: float = 0.1
     target_modules: list[str] | None = None  # None: chosen from the architecture (utils.model)
     seed: int = 42
+    decoder: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # lesson 06's small LLM (Hub name or local folder)
+    use_cpu: bool = False  # True: train on the CPU even when a GPU (CUDA or Apple MPS) is there
     output_dir: str = ""  # empty: outputs/lora-imdb-<profile>
     extra: dict = field(default_factory=dict)  # free-form notes shown in the table
 
@@ -56,20 +60,21 @@ class RunConfig:
 
 PROFILES: dict[str, dict] = {
     # The real lesson: full IMDB on a GPU.
-    "gpu": dict(model="distilbert-base-uncased", max_length=512, epochs=2, batch_size=64, lr=1e-3),
+    "gpu": dict(model="distilbert-base-uncased", val_size=2500, max_length=512, epochs=2, batch_size=64, lr=1e-3),
     # A laptop or workshop CPU: a seeded, stratified few thousand reviews, shorter reviews.
-    "cpu": dict(model="distilbert-base-uncased", train_size=2000, eval_size=1000, max_length=256,
-                epochs=1, batch_size=16, lr=2e-3),
+    "cpu": dict(model="distilbert-base-uncased", train_size=2000, eval_size=1000, val_size=500,
+                max_length=256, epochs=1, batch_size=16, lr=2e-3),
     # CI and nbmake: a tiny offline model on the shipped review set, seconds per run.
     # Its random backbone has no features to adapt, so LoRA goes on every linear layer.
-    "smoke": dict(model=SMOKE_MODEL, data_dir=SMOKE_DATA, max_length=64, epochs=8, batch_size=16,
-                  lr=5e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+    "smoke": dict(model=SMOKE_MODEL, decoder=SMOKE_DECODER, data_dir=SMOKE_DATA, val_size=32, max_length=64,
+                  epochs=8, batch_size=16, lr=5e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                   target_modules=["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]),
 }
 
 # Overrides read from the environment: LORA_MODEL=... LORA_EPOCHS=... (arguments win over these).
-_CASTS = {"train_size": int, "eval_size": int, "max_length": int, "epochs": float, "batch_size": int,
-          "lr": float, "lora_r": int, "lora_alpha": int, "lora_dropout": float, "seed": int,
+_CASTS = {"train_size": int, "eval_size": int, "val_size": int, "max_length": int, "epochs": float,
+          "batch_size": int, "lr": float, "lora_r": int, "lora_alpha": int, "lora_dropout": float, "seed": int,
+          "use_cpu": lambda s: s.strip().lower() in ("1", "true", "yes", "on"),
           "target_modules": lambda s: [m.strip() for m in s.split(",") if m.strip()]}
 
 
