@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate import PartialState  # heavy imports after the table is shown
     from utils.predict import SentimentPredictor
-    from utils.training import EVAL_KEYS, run_training
+    from utils.training import TEST_KEYS, run_training
 
     metrics = run_training(cfg)
     if not PartialState().is_main_process:  # torchrun / accelerate launch: the first process reports
         return 0
-    print(f"Final evaluation results: { {k: metrics[k] for k in EVAL_KEYS} }")
+    print(f"Final evaluation results: { {k: metrics[k] for k in TEST_KEYS} }")  # the test split, once
     print(f"Adapter and metrics.json saved in {cfg.output_dir}")
 
     predictor = SentimentPredictor.from_pretrained(f"{cfg.output_dir}/adapter")

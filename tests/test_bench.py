@@ -1,6 +1,9 @@
 """The speed benchmark (utils.bench): a smoke-sized run on the CPU, and the padding arithmetic behind it."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,8 +58,15 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
-def test_smoke_run_writes_both_recipes(tmp_path, keep_threads):
-    """A tiny model, a few CPU steps: the JSON has both recipes, the ratio, and sane figures."""
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_smoke_run_writes_both_recipes(tmp_path, keep_threads, monkeypatch, native_bf16):
+    """A tiny model, a few CPU steps: the JSON has both recipes, the ratio, and sane figures.
+
+    On a CPU the project recipe runs in fp32, and in bf16 only where the CPU has it natively
+    (faked both ways here); otherwise the report says why bf16 was skipped.
+    """
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native_bf16)
     out = tmp_path / "bench.json"
     args = bench.parse_args(["--model-size", "tiny", "--steps", "2", "--warmup", "1", "--max-length", "256",
                              "--threads", "1", "--output", str(out)])
@@ -71,7 +81,45 @@ def test_smoke_run_writes_both_recipes(tmp_path, keep_threads):
     assert project["padded_fraction"] < naive["padded_fraction"]
     ratio = project["samples_per_s"] / naive["samples_per_s"]
     assert report["ratio"]["samples_per_s"] == pytest.approx(ratio, rel=0.01)
-    assert "naive" in bench.format_report(report) and "x samples/s" in bench.format_report(report)
+    text = bench.format_report(report)
+    assert "naive" in text and "x samples/s" in text
+    assert project["precision"] == "fp32" and report["cpu_native_bf16"] is native_bf16
+    if native_bf16:
+        bf16 = report["project_bf16"]
+        assert bf16["precision"] == "bf16" and bf16["samples_per_s"] > 0 and bf16["process_cpu_s"] > 0
+        assert bf16["padded_fraction"] == project["padded_fraction"]  # same batches, other precision
+        assert report["bf16_vs_fp32"]["process_cpu_s"] == pytest.approx(
+            bf16["process_cpu_s"] / project["process_cpu_s"], rel=0.02)
+        assert "CPU bf16 / fp32" in text and "project bf16" in text
+    else:
+        assert "no native bf16" in report["project_bf16"]["skipped"] and "bf16_vs_fp32" not in report
+        assert "CPU bf16: skipped" in text and "project bf16" not in text
+
+
+def test_cpu_recipes():
+    """On a CPU: the project recipe in fp32, and its bf16 twin only when asked for."""
+    assert set(bench.recipes(False, None)) == {"naive", "project"}
+    both = bench.recipes(False, None, cpu_bf16=True)
+    assert both["project"]["precision"] == "fp32" and both["project_bf16"]["precision"] == "bf16"
+    assert {k: v for k, v in both["project_bf16"].items() if k != "precision"} == \
+        {k: v for k, v in both["project"].items() if k != "precision"}
+    assert both["project"]["batch_size"] == PROFILES["cpu"]["batch_size"] and both["project"]["pad_multiple"] is None
+
+
+def test_loads_without_unix_only_modules():
+    """Windows has no `resource`, `fcntl`, `pwd`...: every utils module and the script still import,
+    and the bench's CPU peak memory falls back (None where neither Unix nor Windows counters exist)."""
+    root = Path(__file__).resolve().parents[1]
+    modules = sorted(p.stem for p in (root / "utils").glob("*.py") if p.stem != "__init__")
+    code = ("import sys\n"
+            "for name in ('resource', 'fcntl', 'pwd', 'grp', 'termios', 'posix'):\n"
+            "    sys.modules[name] = None  # `import name` now raises ImportError, as on Windows\n"
+            f"import importlib, torch\nfor m in {modules!r}: importlib.import_module('utils.' + m)\n"
+            "import fine_tune_sentiment\nfrom utils import bench\n"
+            "print('peak', bench.peak_memory_mb(torch.device('cpu')))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "peak None" in done.stdout and "bench" in modules
 
 
 @pytest.mark.parametrize("capability, precision", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])

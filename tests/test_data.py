@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from utils.config import SetupError, resolve_config
-from utils.data import clean_text, load_imdb, load_local_imdb, load_smoke_reviews, stratified_subset
+from utils.data import clean_text, load_imdb, load_local_imdb, load_smoke_reviews, split_validation, stratified_subset
 
 ROWS = [("Great film.<br /><br />Loved it", 1), ("Awful   plot.", 0), ("Fine acting<br/>superb", 1), ("Dull.", 0)]
 
@@ -72,7 +72,17 @@ def test_stratified_subset_is_balanced_and_seeded():
 
 
 def test_load_imdb_smoke_profile_applies_sizes():
-    data, source = load_imdb(resolve_config("smoke", train_size=50, eval_size=20))
-    assert (len(data["train"]), len(data["test"])) == (50, 20)
+    data, source = load_imdb(resolve_config("smoke", train_size=50, eval_size=20, val_size=30))
+    assert (len(data["train"]), len(data["validation"]), len(data["test"])) == (50, 30, 20)
     assert "smoke" in source
     assert not any("<br" in t for t in data["train"]["text"])
+
+
+def test_validation_is_carved_from_train_without_overlap():
+    train = load_smoke_reviews()["train"]
+    rest, val = split_validation(train, 32, seed=3)
+    assert (len(rest), len(val), sum(val["label"])) == (128, 32, 16)  # stratified: half positive
+    assert not set(rest["text"]) & set(val["text"])
+    assert val["text"] == split_validation(train, 32, seed=3)[1]["text"]
+    with pytest.raises(SetupError, match="val-size"):
+        split_validation(train, len(train), seed=3)

@@ -28,7 +28,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert log.count("Data: ") == 2, "both processes should load the data"
     assert run.stdout.count("Final evaluation results") == 1, "only the first process reports"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train_size"] == 64 and 0 <= metrics["eval_accuracy"] <= 1
+    assert metrics["train_size"] == 64 and 0 <= metrics["test_accuracy"] <= 1
     # 64 reviews in batches of 16 per process, 2 processes: 2 optimizer steps (one process would take 4).
     assert max(h["step"] for h in metrics["log_history"]) == 2
     assert (out / "adapter" / "adapter_config.json").is_file()

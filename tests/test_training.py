@@ -11,11 +11,12 @@ import pytest
 from utils.config import SetupError, resolve_config
 from utils.data import load_smoke_reviews
 from utils.model import load_tokenizer
-from utils.training import EVAL_KEYS, ensure_adapter, resume_point, run_training, tokenize, training_arguments
+from utils.training import (TEST_KEYS, cpu_has_native_bf16, ensure_adapter, precision_flags, resume_point, run_training,
+                            tokenize, train_device, training_arguments)
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRED = {"eval_accuracy", "eval_loss", "eval_f1", "profile", "model", "data_source", "train_size", "eval_size",
-            "max_length", "trainable_params", "total_params", "train_runtime_s", "train_samples_per_second", "lr",
+REQUIRED = {"test_accuracy", "test_loss", "test_f1", "validation", "val_size", "precision", "profile", "model",
+            "data_source", "train_size", "eval_size", "max_length", "trainable_params", "total_params", "train_runtime_s", "train_samples_per_second", "lr",
             "batch_size"}
 
 
@@ -28,8 +29,8 @@ def test_tokenize_truncates_and_does_not_pad():
 
 
 def test_cpu_training_arguments():
-    args = training_arguments(resolve_config("cpu", output_dir="out"))
-    assert args.use_cpu and not args.bf16 and not args.fp16
+    args = training_arguments(resolve_config("cpu", use_cpu=True, output_dir="out"))
+    assert args.use_cpu and args.bf16 == cpu_has_native_bf16() and not args.fp16
     assert args.eval_strategy == "epoch" and args.load_best_model_at_end
     assert args.train_sampling_strategy == "group_by_length"
     assert args.output_dir.endswith("checkpoints")
@@ -38,14 +39,16 @@ def test_cpu_training_arguments():
 def test_smoke_run_writes_adapter_and_metrics(smoke_run):
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert REQUIRED <= metrics.keys()
-    assert set(EVAL_KEYS) <= metrics.keys()
-    assert (metrics["train_size"], metrics["eval_size"]) == (160, 80)
+    assert set(TEST_KEYS) <= metrics.keys()
+    assert (metrics["train_size"], metrics["val_size"], metrics["eval_size"]) == (128, 32, 80)
+    assert metrics["validation"]["eval_accuracy"] == max(  # the best epoch, chosen on validation data
+        h["eval_accuracy"] for h in metrics["log_history"] if "eval_accuracy" in h)
     assert 0 < metrics["trainable_params"] < metrics["total_params"]
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
         assert (smoke_run / "adapter" / name).is_file()
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
     assert losses[-1] < losses[0]  # it learned something
-    assert metrics["eval_accuracy"] > 0.6  # chance is 0.5 on the balanced smoke test set
+    assert metrics["test_accuracy"] > 0.6  # chance is 0.5 on the balanced smoke test set
 
 
 def test_ensure_adapter_reuses_a_finished_run(smoke_run):
@@ -84,7 +87,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 def test_script_prints_results_and_predictions(tmp_path):
     done = run_script("--profile", "smoke", "--epochs", "2", "--output-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Final evaluation results: {'eval_loss': " in done.stdout
+    assert "Final evaluation results: {'test_loss': " in done.stdout
     assert "'This movie was absolutely fantastic!': [{'label': '" in done.stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
 
@@ -95,3 +98,36 @@ def test_script_bad_input_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("Error: Data directory")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_device_choice_cuda_mps_cpu(monkeypatch):
+    """CUDA first, then Apple's MPS, then the CPU; use_cpu forces the CPU (faked platforms)."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("torch.backends.mps.is_available", lambda: True)
+    assert train_device() == "mps" and train_device(use_cpu=True) == "cpu"
+    assert precision_flags("mps") == {"bf16": False, "fp16": False}
+    args = training_arguments(resolve_config("cpu", output_dir="out"))
+    assert not args.use_cpu  # the Trainer then picks MPS itself
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert train_device() == "cuda"
+    for major, flags in ((8, {"bf16": True, "fp16": False}), (7, {"bf16": False, "fp16": True})):
+        monkeypatch.setattr("torch.cuda.get_device_capability", lambda *a, m=major: (m, 0))
+        assert precision_flags("cuda") == flags
+
+
+def test_cpu_precision_follows_native_bf16(monkeypatch):
+    """bf16 autocast only on CPUs with bf16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    for avx512, amx, bf16 in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr("torch.cpu._is_avx512_bf16_supported", lambda v=avx512: v)
+        monkeypatch.setattr("torch.cpu._is_amx_tile_supported", lambda v=amx: v)
+        assert precision_flags("cpu") == {"bf16": bf16, "fp16": False}
+
+
+def test_ready_adapter_from_environment(smoke_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_ADAPTER", str(smoke_run / "adapter"))
+    logged = []
+    assert ensure_adapter(resolve_config("smoke", output_dir=str(tmp_path)), log=logged.append) == smoke_run / "adapter"
+    assert "LORA_ADAPTER" in logged[0] and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setenv("LORA_ADAPTER", str(tmp_path))
+    with pytest.raises(SetupError, match="LORA_ADAPTER"):
+        ensure_adapter(resolve_config("smoke", output_dir=str(tmp_path)))

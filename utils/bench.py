@@ -12,6 +12,10 @@ wrapped by `utils.model.add_lora`: r=8 on q_lin/v_lin) for the same number of st
   padded only to its longest review (rounded up to a multiple of 8 on a GPU, for tensor cores),
   batches of similar lengths (the Trainer's own `get_length_grouped_indices`), a larger batch on a
   GPU (the `gpu` profile's), and `tune_gpu()` (cuDNN attention off, TF32 on).
+On a CPU the project recipe is timed twice, side by side: in float32 and under bf16 autocast.
+bf16 is timed only where the CPU computes it in hardware (AVX512-BF16 or AMX,
+`utils.training.cpu_has_native_bf16`); elsewhere it is emulated, slower than float32, and the
+report says it was skipped (`--force-cpu-bf16` times it anyway).
 Token ids are random: speed depends on the lengths, not on the words. The timed batches are
 spread evenly over one epoch's batches, from the smallest to the largest, so that a few steps
 already stand for a whole epoch.
@@ -30,7 +34,8 @@ bert-base-uncased WordPiece vocabulary (the same 30,522 lower-cased tokens as
 distilbert-base-uncased), and the counts of each length written as `lengths` and `counts`.
 
 Peak memory: CUDA's `max_memory_allocated` on a GPU; on a CPU the process's peak resident memory
-(reset between the recipes where Linux allows it, else the peak of the whole run so far).
+(reset between the recipes where Linux allows it, else the peak of the whole run so far; Windows:
+the peak working set; None where neither can be read).
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -50,7 +54,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, set_threads
 from .model import add_lora, build_smoke_model
-from .training import PAD_TO_MULTIPLE_OF, precision_flags, tune_gpu
+from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, precision_flags, tune_gpu
 
 LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
 IMDB_TRAIN_REVIEWS = 25_000
@@ -115,16 +119,32 @@ def build_model(size: str) -> torch.nn.Module:
     return add_lora(DistilBertForSequenceClassification(config), RunConfig(profile="bench"))
 
 
-def recipes(cuda: bool, batch_size: int | None) -> dict[str, dict]:
-    """The two recipes compared: naive (fp32, pad to max length, batch 16) and the project's."""
-    flags = precision_flags()
-    return {
+CPU_BF16_SKIPPED = ("skipped: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast would be "
+                    "emulated, slower than float32; --force-cpu-bf16 times it anyway")
+
+
+def recipes(cuda: bool, batch_size: int | None, cpu_bf16: bool = False) -> dict[str, dict]:
+    """The recipes compared: naive (fp32, pad to max length, batch 16) and the project's.
+
+    On a GPU the project's recipe runs in bf16 (fp16 before Ampere); on a CPU in float32, plus the
+    same recipe under bf16 autocast (`project_bf16`) when `cpu_bf16`.
+    """
+    if cuda:
+        flags = precision_flags("cuda")
+        precision = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32"
+    else:
+        precision = "fp32"
+    project = dict(precision=precision, pad_to_max=False, grouped=True,
+                   pad_multiple=PAD_TO_MULTIPLE_OF if cuda else None,
+                   batch_size=batch_size or PROFILES["gpu" if cuda else "cpu"]["batch_size"], tuned=True)
+    chosen = {
         "naive": dict(precision="fp32", pad_to_max=True, grouped=False, batch_size=NAIVE_BATCH,
                       pad_multiple=None, tuned=False),
-        "project": dict(precision="bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32",
-                        pad_to_max=False, grouped=True, pad_multiple=PAD_TO_MULTIPLE_OF if cuda else None,
-                        batch_size=batch_size or PROFILES["gpu" if cuda else "cpu"]["batch_size"], tuned=True),
+        "project": project,
     }
+    if not cuda and cpu_bf16:
+        chosen["project_bf16"] = dict(project, precision="bf16")
+    return chosen
 
 
 def set_gpu_settings(tuned: bool) -> None:
@@ -148,10 +168,35 @@ def reset_peak_memory(device: torch.device) -> None:
             pass  # not allowed here: the figure is then the peak so far
 
 
-def peak_memory_mb(device: torch.device) -> float:
+def windows_peak_memory_mb() -> float | None:
+    """The process's peak working set on Windows (psapi's GetProcessMemoryInfo); None elsewhere."""
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
+            (name, ctypes.c_size_t) for name in (
+                "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
+
+    try:
+        counters = Counters(cb=ctypes.sizeof(Counters))
+        process = ctypes.windll.kernel32.GetCurrentProcess()
+        if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+            return None
+    except (AttributeError, OSError):  # not Windows
+        return None
+    return counters.PeakWorkingSetSize / 2**20
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
     """Peak memory since the last reset: CUDA's max_memory_allocated, else the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource  # Unix only: imported here so that the module loads on Windows
+    except ImportError:
+        return windows_peak_memory_mb()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
@@ -196,6 +241,7 @@ def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, devi
     real = sum(sum(b) for b, _ in timed)
     padded = sum(len(b) * w for b, w in timed)
     multiple = recipe["pad_multiple"]
+    peak = peak_memory_mb(device)
     return {
         "precision": recipe["precision"], "batch_size": recipe["batch_size"],
         "padding": ("max_length" if recipe["pad_to_max"]
@@ -206,7 +252,7 @@ def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, devi
         "samples_per_s": round(samples / seconds, 2),
         "real_tokens_per_s": round(real / seconds, 1),
         "padded_fraction": round(1 - real / padded, 4),
-        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "peak_memory_mb": None if peak is None else round(peak, 1),
         "epoch_25k_s": round(IMDB_TRAIN_REVIEWS * seconds / samples, 1),
     }
 
@@ -218,34 +264,56 @@ def run(args: argparse.Namespace) -> dict:
     threads = args.threads or set_threads()
     torch.set_num_threads(threads)
     lengths, source = load_lengths(args.data_dir, args.tokenizer)
+    native_bf16 = not cuda and cpu_has_native_bf16()
     report = {
         "device": torch.cuda.get_device_name() if cuda else f"cpu, {threads} torch threads",
         "torch": torch.__version__, "model_size": args.model_size, "max_length": args.max_length,
-        "lengths_from": source, "load_average": [round(x, 2) for x in os.getloadavg()],
+        "lengths_from": source,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
-    for name, recipe in recipes(cuda, args.batch_size).items():
+    if not cuda:
+        report["cpu_native_bf16"] = native_bf16
+    for name, recipe in recipes(cuda, args.batch_size, cpu_bf16=native_bf16 or args.force_cpu_bf16).items():
         report[name] = time_recipe(recipe, lengths, args, device)
-    report["ratio"] = {k: round(report["project"][k] / report["naive"][k], 2)
-                       for k in ("samples_per_s", "real_tokens_per_s", "peak_memory_mb")}
+    report["ratio"] = ratios(report["project"], report["naive"])
+    if not cuda and "project_bf16" in report:
+        report["bf16_vs_fp32"] = ratios(report["project_bf16"], report["project"])
+    elif not cuda:
+        report["project_bf16"] = {"skipped": CPU_BF16_SKIPPED}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+def ratios(new: dict, old: dict) -> dict:
+    """new / old for speed, memory and CPU time (None where a figure is missing)."""
+    return {k: round(new[k] / old[k], 2) if new.get(k) and old.get(k) else None
+            for k in ("samples_per_s", "real_tokens_per_s", "peak_memory_mb", "process_cpu_s")}
+
+
 def format_report(report: dict) -> str:
-    """The two recipes side by side, as a text table."""
+    """The recipes side by side, as a text table (on a CPU: the project's in fp32 and bf16)."""
     rows = [("precision", "precision"), ("batch size", "batch_size"), ("padding", "padding"),
             ("length-grouped", "length_grouped"), ("samples/s", "samples_per_s"),
             ("real tokens/s", "real_tokens_per_s"), ("padded fraction", "padded_fraction"),
-            ("peak memory (MiB)", "peak_memory_mb"), ("25k-review epoch (s)", "epoch_25k_s")]
+            ("peak memory (MiB)", "peak_memory_mb"), ("25k-review epoch (s)", "epoch_25k_s"),
+            ("wall seconds", "seconds"), ("CPU seconds", "process_cpu_s")]
+    columns = [k for k in ("naive", "project", "project_bf16") if k in report and "skipped" not in report[k]]
     lines = [f"{report['device']} | DistilBERT-{report['model_size']} + LoRA | max length {report['max_length']} "
              f"| lengths: {report['lengths_from']} | load {report['load_average']}",
-             f"{'':<22}{'naive':>22}{'project':>26}"]
-    lines += [f"{label:<22}{report['naive'][key]!s:>22}{report['project'][key]!s:>26}" for label, key in rows]
+             f"{'':<22}" + "".join(f"{k.replace('_', ' '):>24}" for k in columns)]
+    lines += [f"{label:<22}" + "".join(f"{report[k][key]!s:>24}" for k in columns) for label, key in rows]
     lines.append(f"project / naive: {report['ratio']['samples_per_s']}x samples/s, "
                  f"{report['ratio']['real_tokens_per_s']}x real tokens/s, "
                  f"{report['ratio']['peak_memory_mb']}x peak memory")
+    if "bf16_vs_fp32" in report:
+        r = report["bf16_vs_fp32"]
+        lines.append(f"CPU bf16 / fp32 (project recipe): {r['samples_per_s']}x samples/s, "
+                     f"{r['process_cpu_s']}x CPU seconds"
+                     + ("" if report.get("cpu_native_bf16") else " (emulated bf16: this CPU has no native bf16)"))
+    elif "project_bf16" in report:
+        lines.append(f"CPU bf16: {report['project_bf16']['skipped']}")
     return "\n".join(lines)
 
 
@@ -268,6 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                        "the smoke tokenizer for 'smoke')")
     p.add_argument("--threads", type=int,
                    help="CPU threads for torch (default: one per core; 1 is steadier on a busy machine)")
+    p.add_argument("--force-cpu-bf16", action="store_true",
+                   help="on a CPU without native bf16, time bf16 autocast anyway (emulated: slow)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="outputs/bench.json", help="where the JSON report goes")
     args = p.parse_args(argv)

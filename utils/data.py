@@ -1,7 +1,8 @@
 """IMDB reviews: from the Hub, from a local folder, or the small set that ships for `smoke`.
 
 Every loader returns a `DatasetDict` with `train` and `test` splits of two columns:
-`text` (cleaned of `<br />` tags) and `label` (0 = NEGATIVE, 1 = POSITIVE).
+`text` (cleaned of `<br />` tags) and `label` (0 = NEGATIVE, 1 = POSITIVE); `load_imdb` also
+carves a `validation` split out of `train`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
+from sklearn.model_selection import train_test_split
 
 from .config import HUB_DATASET, SMOKE_DATA, RunConfig, SetupError, check_hub, hub_error
 
@@ -88,21 +91,35 @@ def stratified_subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     """A seeded sample of `n` rows with both labels in equal share (the whole split, shuffled, if n is None)."""
     if n is None or n >= len(ds):
         return ds.shuffle(seed=seed)
-    split = ds.class_encode_column("label").train_test_split(
-        train_size=n, stratify_by_column="label", seed=seed)["train"]
-    return split.cast(ds.features)
+    keep, _ = train_test_split(np.arange(len(ds)), train_size=n, stratify=ds["label"], random_state=seed)
+    return ds.select(keep)
+
+
+def split_validation(train: Dataset, n: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Carve a seeded, stratified validation set of `n` reviews out of `train`: (rest of train, validation)."""
+    if not 2 <= n <= len(train) - 2:
+        raise SetupError(f"val_size={n} does not fit {len(train):,} training reviews: "
+                         f"choose --val-size between 2 and {len(train) - 2:,}.")
+    rest, val = train_test_split(np.arange(len(train)), test_size=n, stratify=train["label"], random_state=seed)
+    return train.select(np.sort(rest)), train.select(val)
 
 
 def load_imdb(cfg: RunConfig) -> tuple[DatasetDict, str]:
-    """The run's train/test data, cut to the configured sizes; also returns where it came from."""
+    """The run's train/validation/test data, cut to the configured sizes; also returns where it came from.
+
+    The validation reviews come out of the training split (they choose the best epoch); the test
+    split is only used once, for the final result.
+    """
     if cfg.data_dir == SMOKE_DATA:
         data, source = load_smoke_reviews(), f"shipped smoke set ({SMOKE_CSV.name})"
     elif cfg.data_dir:
         data, source = load_local_imdb(cfg.data_dir), f"local: {cfg.data_dir}"
     else:
         data, source = load_hub_imdb(), f"hub: {HUB_DATASET}"
+    train, validation = split_validation(data["train"], cfg.val_size, cfg.seed)
     data = DatasetDict({
-        "train": stratified_subset(data["train"], cfg.train_size, cfg.seed),
+        "train": stratified_subset(train, cfg.train_size, cfg.seed),
+        "validation": validation,
         "test": stratified_subset(data["test"], cfg.eval_size, cfg.seed),
     })
     return data, source

@@ -20,7 +20,8 @@ from .metrics import compute_metrics
 from .model import add_lora, base_model_reference, count_parameters, load_backbone, load_tokenizer
 
 
-EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
+EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")  # validation, each epoch
+TEST_KEYS = ("test_loss", "test_accuracy", "test_f1", "test_precision", "test_recall")  # test split, once
 PAD_TO_MULTIPLE_OF = 8  # on a GPU, batches are padded to a multiple of this (tensor cores)
 
 
@@ -30,16 +31,34 @@ def tokenize(data: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
                     batched=True, remove_columns=["text"])
 
 
-def precision_flags() -> dict[str, bool]:
-    """Mixed precision for this machine: bf16 on GPUs that have it, else fp16 on a GPU, else fp32.
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs that compute bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slowly."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
-    bf16 needs an Ampere or newer GPU (A100, H100, RTX 30xx...); older ones such as Colab's T4 only
-    emulate it, slowly, so they get fp16 (with loss scaling, which the Trainer adds).
+
+def train_device(use_cpu: bool = False) -> str:
+    """Where the Trainer will train: `cuda`, `mps` (Apple GPUs) or `cpu` (always, when `use_cpu`)."""
+    if use_cpu:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def precision_flags(device: str | None = None) -> dict[str, bool]:
+    """Mixed precision for `device` (default: `train_device()`): the Trainer's `bf16` and `fp16` flags.
+
+    - CUDA: bf16 on Ampere or newer (A100, H100, RTX 30xx...); older GPUs such as Colab's T4 only
+      emulate it, slowly, so they get fp16 (with loss scaling, which the Trainer adds).
+    - CPU: bf16 autocast where the CPU has it in hardware (AVX512-BF16, AMX), else float32.
+    - Apple MPS: float32 (the Trainer's mixed precision on MPS depends on the macOS version).
     """
-    if not torch.cuda.is_available():
-        return {"bf16": False, "fp16": False}
-    bf16 = torch.cuda.get_device_capability()[0] >= 8  # Ampere or newer: bf16 in hardware
-    return {"bf16": bf16, "fp16": not bf16}
+    device = device or train_device()
+    if device == "cuda":
+        bf16 = torch.cuda.get_device_capability()[0] >= 8  # Ampere or newer: bf16 in hardware
+        return {"bf16": bf16, "fp16": not bf16}
+    return {"bf16": device == "cpu" and cpu_has_native_bf16(), "fp16": False}
 
 
 def tune_gpu() -> None:
@@ -63,7 +82,8 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
     rate scaled to it), a smaller batch tried automatically on out-of-memory, and dataloader workers
     that pad the next batches while the GPU computes.
     """
-    cuda = torch.cuda.is_available()
+    device = train_device(cfg.use_cpu)
+    cuda = device == "cuda"
     workers = min(4, (os.cpu_count() or 1) // 2) if cuda else 0
     return TrainingArguments(
         output_dir=str(Path(cfg.output_dir) / "checkpoints"),
@@ -82,24 +102,24 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
         train_sampling_strategy="group_by_length",  # batches of similar lengths: little padding
         logging_steps=max(1, min(50, cfg.train_size or 50) // 5),
         seed=cfg.seed,
-        use_cpu=not cuda,  # on a CPU, several processes (torchrun) talk through gloo
+        use_cpu=device == "cpu",  # else CUDA or Apple's MPS; on a CPU, torchrun's processes talk through gloo
         auto_find_batch_size=cuda,  # on out-of-memory, halve the batch and go on
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,  # keep them between epochs and evaluations
         ddp_find_unused_parameters=False,  # every trainable (LoRA, head) weight is used: skip the search
         report_to="none",
-        **precision_flags(),
+        **precision_flags(device),
     )
 
 
 def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> Trainer:
-    """A Trainer for `model` on the tokenized train/test splits, padding each batch dynamically."""
+    """A Trainer for `model`: trains on `train`, picks the best epoch on `validation`, pads each batch dynamically."""
     tune_gpu()
     # Pad each batch to its longest review; on a GPU round up to a multiple of 8 for the tensor cores.
-    multiple = PAD_TO_MULTIPLE_OF if torch.cuda.is_available() else None
+    multiple = PAD_TO_MULTIPLE_OF if train_device(cfg.use_cpu) == "cuda" else None
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
     return Trainer(model=model, args=training_arguments(cfg), train_dataset=tokenized["train"],
-                   eval_dataset=tokenized["test"], processing_class=tokenizer, data_collator=collator,
+                   eval_dataset=tokenized["validation"], processing_class=tokenizer, data_collator=collator,
                    compute_metrics=compute_metrics)
 
 
@@ -142,27 +162,32 @@ def run_training(cfg: RunConfig, log=print) -> dict:
     set_seed(cfg.seed)
 
     data, source = load_imdb(cfg)
-    log(f"Data: {source} | train {len(data['train']):,} | test {len(data['test']):,}")
+    log(f"Data: {source} | train {len(data['train']):,} | validation {len(data['validation']):,} "
+        f"| test {len(data['test']):,}")
     tokenizer = load_tokenizer(cfg.model, cfg.max_length)
     model = add_lora(load_backbone(cfg.model), cfg)
     trainable, total = count_parameters(model)
     log(f"Model: {cfg.model} | trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
 
-    trainer = build_trainer(model, tokenizer, tokenize(data, tokenizer, cfg.max_length), cfg)
+    tokenized = tokenize(data, tokenizer, cfg.max_length)
+    trainer = build_trainer(model, tokenizer, tokenized, cfg)
     if last:
         log(f"Resuming from {last}")
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=last)
     train_runtime = time.perf_counter() - start
-    # load_best_model_at_end restored the best epoch's weights, so that epoch's evaluation is the
-    # final result (no need to evaluate the same weights again).
+    # The best epoch was chosen on the validation reviews (load_best_model_at_end restored its
+    # weights); the test split is evaluated once, now, with those weights.
     evals = [h for h in trainer.state.log_history if "eval_accuracy" in h]
-    results = max(evals, key=lambda h: h["eval_accuracy"]) if evals else trainer.evaluate()
+    best = max(evals, key=lambda h: h["eval_accuracy"]) if evals else trainer.evaluate()
+    test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
 
     metrics = {
-        **{k: round(float(results[k]), 4) for k in EVAL_KEYS},
+        **{k: round(float(test[k]), 4) for k in TEST_KEYS},
+        "validation": {"epoch": best.get("epoch"), **{k: round(float(best[k]), 4) for k in EVAL_KEYS}},
         "profile": cfg.profile, "model": cfg.model, "data_source": source,
-        "train_size": len(data["train"]), "eval_size": len(data["test"]), "max_length": cfg.max_length,
+        "train_size": len(data["train"]), "val_size": len(data["validation"]), "eval_size": len(data["test"]),
+        "max_length": cfg.max_length,
         "epochs": cfg.epochs, "lr": cfg.lr,
         "batch_size": trainer._train_batch_size,  # the one used, after auto_find_batch_size
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
@@ -170,7 +195,8 @@ def run_training(cfg: RunConfig, log=print) -> dict:
         "trainable_params": trainable, "total_params": total,
         "train_runtime_s": round(train_runtime, 2),
         "train_samples_per_second": round(train_out.metrics["train_samples_per_second"], 2),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        "device": describe_device(train_device(cfg.use_cpu)),
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():  # with several processes (torchrun), one writes the files
@@ -181,8 +207,25 @@ def run_training(cfg: RunConfig, log=print) -> dict:
     return metrics
 
 
+def describe_device(device: str) -> str:
+    """A short name of the training device: the GPU's name, `mps`, or `cpu xN` (N threads)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return "mps" if device == "mps" else f"cpu x{torch.get_num_threads()}"
+
+
 def ensure_adapter(cfg: RunConfig, log=print) -> Path:
-    """The adapter folder of a finished run in `cfg.output_dir`; trains one first, saying so, if there is none."""
+    """The adapter to evaluate: LORA_ADAPTER if set, else `cfg.output_dir`'s; trains one first, saying so, if none.
+
+    LORA_ADAPTER=folder lets a workshop skip training: lessons 04-06 then use that ready adapter.
+    """
+    ready = os.environ.get("LORA_ADAPTER")
+    if ready:
+        if not (Path(ready) / "adapter_config.json").is_file():
+            raise SetupError(f"LORA_ADAPTER={ready} is not an adapter folder (no adapter_config.json): "
+                             "point it at the adapter/ folder of a finished run, or unset it.")
+        log(f"Using the ready adapter LORA_ADAPTER={ready}")
+        return Path(ready)
     out = Path(cfg.output_dir)
     if (out / "metrics.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
         log(f"Using the adapter trained earlier: {out / 'adapter'}")
