@@ -18,12 +18,22 @@ from utils.config import PROFILES, SetupError, resolve_config, set_threads
 EXAMPLES = ["This movie was absolutely fantastic!", "I was really disappointed by this film."]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every other bad input of the script."""
+
+    def error(self, message: str):
+        """Exit with `Error: <what is wrong>` (argparse would print the whole usage first)."""
+        self.exit(2, f"Error: {message} (python {self.prog} --help lists the options)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; any option left out comes from the profile (or LORA_* variables)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=list(PROFILES), help="gpu, cpu or smoke (default: LORA_PROFILE, else gpu if CUDA else cpu)")
     p.add_argument("--model", help="Hub name or local checkpoint folder (default: distilbert-base-uncased)")
     p.add_argument("--data-dir", help="local IMDB: train/test parquet or csv (text,label), or the aclImdb folder")
+    p.add_argument("--bundle", help="a room bundle (python -m utils.bundle DIR): its model and IMDB instead of "
+                                    "the Hub's (default: LORA_BUNDLE)")
     p.add_argument("--train-size", type=int, help="seeded, stratified subset of the training reviews")
     p.add_argument("--eval-size", type=int, help="seeded, stratified subset of the test reviews")
     p.add_argument("--max-length", type=int, help="tokens kept per review")
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Final evaluation results: { {k: metrics[k] for k in TEST_KEYS} }")  # the test split, once
     print(f"Adapter and metrics.json saved in {cfg.output_dir}")
 
-    predictor = SentimentPredictor.from_pretrained(f"{cfg.output_dir}/adapter")
+    predictor = SentimentPredictor.from_pretrained(f"{cfg.output_dir}/adapter", base_model=cfg.model)
     for text in EXAMPLES:
         print(f"{text!r}: {predictor(text)}")
     return 0

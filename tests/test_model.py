@@ -69,7 +69,7 @@ def test_adapter_remembers_its_base_model_portably(smoke_run, tmp_path):
     saved = json.loads((smoke_run / "adapter" / "adapter_config.json").read_text())
     assert saved["base_model_name_or_path"] == SMOKE_MODEL  # rebuilt offline wherever it is loaded
     assert base_model_reference("distilbert-base-uncased") == "distilbert-base-uncased"
-    assert base_model_reference(str(tmp_path)) == str(tmp_path.resolve())
+    assert base_model_reference(str(tmp_path)) == tmp_path.name  # a local folder: its name, never a machine path
 
 
 def test_model_paths_are_checked(tmp_path, monkeypatch):
@@ -78,6 +78,7 @@ def test_model_paths_are_checked(tmp_path, monkeypatch):
     with pytest.raises(SetupError, match="no config.json"):
         resolve_model_path(str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))  # a cached copy would be used instead
     monkeypatch.setattr(config, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(SetupError, match="--profile smoke"):
         load_backbone("distilbert-base-uncased")

@@ -50,33 +50,47 @@ def test_parameter_counts_lines_follow_inputs(ax):
 
 
 def test_confusion_matrix_shows_counts(ax):
-    """The image holds the matrix and every cell's count is written in it."""
-    matrix = np.array([[5, 1], [2, 7]])
+    """The image holds the matrix and every cell's count is written in it (thousands separated)."""
+    matrix = np.array([[5, 1], [2, 1234]])
     plots.plot_confusion_matrix(matrix, ax=ax)
     assert np.array_equal(ax.images[0].get_array(), matrix)
-    assert [t.get_text() for t in ax.texts] == ["5", "1", "2", "7"]
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "2", "1,234"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["NEGATIVE", "POSITIVE"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
 
 
-@pytest.mark.parametrize("scores, auc", [([0.1, 0.2, 0.8, 0.9], "1.000"), ([0.9, 0.8, 0.2, 0.1], "0.000"),
-                                         ([0.1, 0.6, 0.4, 0.9], "0.750")])
+@pytest.mark.parametrize("scores, auc", [([0.1, 0.2, 0.8, 0.9], "1.00"), ([0.9, 0.8, 0.2, 0.1], "0.00"),
+                                         ([0.1, 0.6, 0.4, 0.9], "0.75")])
 def test_roc_curve_and_auc(ax, scores, auc):
-    """The curve runs from (0,0) to (1,1) and the legend gives the AUC of the scores."""
-    plots.plot_roc([0, 0, 1, 1], scores, ax=ax)
-    curve = ax.get_lines()[0]
+    """The curve runs from (0,0) to (1,1), the legend gives the AUC of the scores, chance is the diagonal."""
+    plots.plot_roc([0, 0, 1, 1], scores, name="LoRA", ax=ax)
+    curve, chance = ax.get_lines()
     assert (curve.get_xdata()[0], curve.get_ydata()[0]) == (0, 0)
     assert (curve.get_xdata()[-1], curve.get_ydata()[-1]) == (1, 1)
-    assert f"AUC = {auc}" in ax.get_legend().get_texts()[0].get_text()
+    assert f"LoRA (AUC = {auc})" in curve.get_label()
+    assert list(chance.get_xdata()) == [0, 1] and list(chance.get_ydata()) == [0, 1]
 
 
 def test_calibration_points_are_bin_shares(ax):
-    """Each point is (mean predicted probability, share positive) of one probability bin."""
+    """Each point is (mean predicted probability, share positive) of one bin; the ECE is in the legend."""
     labels = [0, 0, 0, 1, 1, 1, 1, 1]
     scores = [0.1, 0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.9]
-    plots.plot_calibration(labels, scores, n_bins=2, ax=ax)
-    points = ax.get_lines()[0]
+    plots.plot_calibration(labels, scores, n_bins=2, name="LoRA", ax=ax)
+    (points,) = [line for line in ax.get_lines() if line.get_label().startswith("LoRA")]
     assert np.allclose(points.get_xdata(), [0.1, 0.9])
     assert np.allclose(points.get_ydata(), [1 / 3, 4 / 5])
+    # bins of 3 and 5 reviews, gaps |1/3 - 0.1| and |4/5 - 0.9|
+    assert points.get_label() == f"LoRA (ECE = {3 / 8 * (1 / 3 - 0.1) + 5 / 8 * 0.1:.3f})"
+
+
+def test_expected_calibration_error():
+    """Zero when each bin's mean score is its share of positives; the weighted gaps otherwise."""
+    assert plots.expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0)
+    assert plots.expected_calibration_error([1, 1, 1, 1], [0.95] * 4) == pytest.approx(0.05)
+    # two bins: [0.0, 0.5) holds 0.2, 0.2 (no positive: gap 0.2); [0.5, 1] holds 0.9, 0.9 (both positive: gap 0.1)
+    assert plots.expected_calibration_error([0, 0, 1, 1], [0.2, 0.2, 0.9, 0.9], n_bins=2) == pytest.approx(0.15)
+    # a confident wrong answer costs its whole confidence
+    assert plots.expected_calibration_error([0], [0.99]) == pytest.approx(0.99)
 
 
 def test_accuracy_by_length_buckets():
@@ -134,3 +148,17 @@ def test_length_histogram_one_bin_per_length_when_narrow(ax):
     """Short ranges of integer lengths get one bar per length, with no empty gaps between them."""
     plots.plot_length_histogram({"all": [3, 4, 4, 5]}, bins=40, ax=ax)
     assert [p.get_height() for p in ax.patches] == [1, 2, 1]
+
+
+@pytest.mark.parametrize("r, d, k", [(8, 768, 768), (64, 128, 256)])
+def test_lora_diagram_to_scale(ax, r, d, k):
+    """W, A and B are drawn with their shapes' proportions, and the title counts r(d + k) trained numbers."""
+    plots.plot_lora_diagram(r=r, d=d, k=k, alpha=16, ax=ax)
+    box = {p.get_gid(): p for p in ax.patches if p.get_gid()}
+    assert set(box) == {"x", "W", "A", "B", "h"}
+    assert box["W"].get_height() / box["W"].get_width() == pytest.approx(d / k)
+    assert box["A"].get_width() == pytest.approx(box["W"].get_width())  # A has k columns, like W
+    assert box["B"].get_height() == pytest.approx(box["W"].get_height())  # B has d rows, like W
+    assert box["B"].get_width() == pytest.approx(max(box["W"].get_width() * r / k, 0.06))
+    assert f"{r * (d + k):,}" in ax.get_title()
+    assert any(t.get_text().endswith(f"= {16 / r:g}") for t in ax.texts)  # the alpha / r scale

@@ -148,6 +148,8 @@ def test_non_english_text_and_emoji_are_accepted(predictor):
     ("", ValueError, "empty"),
     ("   \n\t  ", ValueError, "empty"),
     ("<br /><br />", ValueError, "empty"),
+    ("\u200b\u200d\ufeff", ValueError, "empty"),  # zero-width characters only
+    ("\x00\x07\x1b \u2028", ValueError, "empty"),  # control characters and separators only
     (["fine", "  "], ValueError, "Review 1 is empty"),
 ])
 def test_bad_input_gets_a_clear_one_line_error(predictor, bad, error, match):

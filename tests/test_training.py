@@ -61,21 +61,24 @@ def test_ensure_adapter_reuses_a_finished_run(smoke_run):
 def test_interrupted_run_resumes_only_with_the_same_settings(tmp_path):
     cfg = resolve_config("smoke", epochs=1, output_dir=str(tmp_path))
     run_training(cfg, log=lambda _: None)
-    (tmp_path / "metrics.json").unlink()  # as if the run had stopped after its checkpoint
+    stage = tmp_path / "staging"  # as if a rerun (which trains in staging/) had stopped after its checkpoint
+    shutil.copytree(tmp_path / "checkpoints", stage / "checkpoints")
+    shutil.copy(tmp_path / "run_config.json", stage)
     assert resume_point(cfg) is not None
     with pytest.raises(SetupError, match="other settings"):
         resume_point(resolve_config("smoke", epochs=2, output_dir=str(tmp_path)))
     logged = []
     run_training(cfg, log=logged.append)
     assert any("Resuming from" in line for line in logged)
-    assert (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "metrics.json").is_file() and not stage.exists()
 
 
-def test_finished_run_starts_again_from_scratch(smoke_run, tmp_path):
+def test_a_new_run_starts_from_scratch_without_touching_the_finished_one(smoke_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(smoke_run, out)
     assert resume_point(resolve_config("smoke", lr=1e-3, output_dir=str(out))) is None
-    assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+    assert (out / "metrics.json").exists() and (out / "checkpoints").exists()  # replaced only once the new one finishes
+    assert json.loads((out / "staging" / "run_config.json").read_text())["lr"] == 1e-3
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:

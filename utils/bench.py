@@ -67,11 +67,11 @@ def load_lengths(data_dir: str | None = None, tokenizer: str | None = None) -> t
         hist = json.loads(LENGTHS_FILE.read_text())
         lengths = [n for n, c in zip(hist["lengths"], hist["counts"]) for _ in range(c)]
         return lengths, f"{LENGTHS_FILE.name} ({len(lengths):,} IMDB training reviews)"
-    from .data import load_imdb
+    from .data import load_local_imdb, load_smoke_reviews
     from .model import load_tokenizer
 
     name = tokenizer or (SMOKE_MODEL if data_dir == SMOKE_DATA else "distilbert-base-uncased")
-    texts = load_imdb(RunConfig(profile="bench", data_dir=data_dir))[0]["train"]["text"]
+    texts = (load_smoke_reviews() if data_dir == SMOKE_DATA else load_local_imdb(data_dir))["train"]["text"]
     lengths = [len(ids) for ids in load_tokenizer(name)(list(texts))["input_ids"]]
     return lengths, f"{data_dir} tokenized by {name} ({len(lengths):,} reviews)"
 

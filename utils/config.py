@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -84,18 +88,28 @@ def default_profile() -> str:
 
 
 def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
-    """Build the run's configuration: argument > LORA_PROFILE / LORA_<FIELD> environment > profile.
+    """Build the run's configuration: argument > LORA_PROFILE / LORA_<FIELD> environment > room bundle > profile.
 
     `overrides` whose value is None are ignored, so argparse results can be passed straight in.
+    `bundle=DIR` (else LORA_BUNDLE) takes the model, decoder and IMDB from a room bundle (utils.bundle).
     """
     chosen = profile or os.environ.get("LORA_PROFILE") or default_profile()
     if chosen not in PROFILES:
         raise SetupError(f"Unknown profile {chosen!r}: choose one of {', '.join(PROFILES)}.")
     values = dict(PROFILES[chosen])
+    bundle = overrides.pop("bundle", None) or os.environ.get("LORA_BUNDLE")
+    if bundle:  # a room bundle (python -m utils.bundle) stands in for the Hub's model, decoder and IMDB
+        from .bundle import bundle_values
+
+        values.update(bundle_values(bundle, values))
     for name in [f.name for f in dataclasses.fields(RunConfig)]:
         env = os.environ.get(f"LORA_{name.upper()}")
         if env and name not in ("profile", "extra"):
-            values[name] = _CASTS.get(name, str)(env)
+            try:
+                values[name] = _CASTS.get(name, str)(env)
+            except ValueError:
+                kind = {int: "a whole number", float: "a number"}.get(_CASTS.get(name), "a valid value")
+                raise SetupError(f"LORA_{name.upper()}={env!r} is not {kind}: fix or unset that variable.") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("output_dir", f"outputs/lora-imdb-{chosen}")
     return RunConfig(profile=chosen, **values)
@@ -114,29 +128,134 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+def hub_host() -> tuple[str, int]:
+    """The Hub's host and port: from HF_ENDPOINT when set (a mirror), else huggingface.co:443."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
+    if not endpoint:
+        return HUB_HOST
+    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return url.hostname or HUB_HOST[0], url.port or (80 if url.scheme == "http" else 443)
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if the Hugging Face Hub answers a connection within `timeout` seconds."""
+    """True if the Hugging Face Hub (or the HF_ENDPOINT mirror) answers a connection within `timeout` seconds."""
     try:
-        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        socket.create_connection(hub_host(), timeout=timeout).close()
         return True
     except OSError:
         return False
 
 
-def check_hub(what: str) -> None:
-    """Fail fast, with what to do instead, when `what` must come from an unreachable Hub.
+def hf_home() -> Path:
+    """The Hugging Face cache root, read now from the environment: HF_HOME, else ~/.cache/huggingface."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(os.environ.get("HF_HOME") or default).expanduser()
 
-    With HF_HUB_OFFLINE=1 nothing is checked: the libraries then use what an earlier run cached.
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub caches downloaded repositories (HF_HUB_CACHE, else HF_HOME/hub)."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    return Path(cache).expanduser() if cache else hf_home() / "hub"
+
+
+def datasets_cache_dir() -> Path:
+    """Where `datasets` keeps the datasets it has prepared (HF_DATASETS_CACHE, else HF_HOME/datasets)."""
+    cache = os.environ.get("HF_DATASETS_CACHE")
+    return Path(cache).expanduser() if cache else hf_home() / "datasets"
+
+
+def in_hf_cache(repo_id: str, repo_type: str = "model") -> bool:
+    """True if an earlier run left `repo_id` in the local Hugging Face cache, complete enough to load offline.
+
+    A model needs its config.json and weights in the huggingface_hub cache; a dataset needs the
+    copy that `datasets` prepared (what `load_dataset` reads when HF_HUB_OFFLINE=1).
     """
-    if not hub_offline() and not hub_reachable():
-        raise hub_error(what)
+    if repo_type == "dataset":
+        from datasets.naming import camelcase_to_snakecase
+
+        *namespace, name = repo_id.split("/")
+        folder = datasets_cache_dir() / "___".join([*namespace, camelcase_to_snakecase(name)])
+        return any(folder.glob("*/*/*/dataset_info.json"))
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config_file = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir(), repo_type=repo_type)
+    except ValueError:  # not a valid repository name: nothing of it can be cached
+        return False
+    if not isinstance(config_file, str):  # None (never fetched) or a marker that it does not exist
+        return False
+    snapshot = Path(config_file).parent
+    return any(snapshot.glob("*.safetensors")) or any(snapshot.glob("pytorch_model*.bin"))
+
+
+_CACHED_USED: set[str] = set()  # what check_hub took from the cache after it switched this process offline
+
+
+def use_hub_cache(what: str) -> None:
+    """Switch this process to HF_HUB_OFFLINE=1 (also in the already imported libraries) and say so, once per `what`."""
+    if what not in _CACHED_USED:
+        print(f"Hub unreachable: using the cached copy of {what}", flush=True)
+    _CACHED_USED.add(what)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True  # read once at import: transformers and huggingface_hub ask this one
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:  # datasets copies the flag at import too
+        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = True
+
+
+def hub_repo(what: str) -> tuple[str | None, str]:
+    """The repository a check_hub message names: "the model 'x'" -> ("x", "model"); datasets likewise."""
+    found = re.search(r"\b(dataset|model|tokenizer of) '?([^'\s]+)'?", what)
+    if not found:
+        return None, "model"
+    return found.group(2), "dataset" if found.group(1) == "dataset" else "model"
+
+
+def check_hub(what: str, repo_id: str | None = None, repo_type: str | None = None) -> None:
+    """Fail fast, with what to do instead, when `what` must come from an unreachable Hub and is not cached.
+
+    With HF_HUB_OFFLINE=1 set by the user nothing is checked: the libraries then use what an
+    earlier run cached. When the Hub (HF_ENDPOINT, if set) does not answer but `repo_id` (default:
+    the repository named in `what`) is in the local cache, the process switches to
+    HF_HUB_OFFLINE=1 and uses it; what comes after is then looked for in the cache only.
+    """
+    went_offline = bool(_CACHED_USED)  # check_hub switched this process offline already: no second network check
+    if not went_offline and (hub_offline() or hub_reachable()):
+        return
+    if repo_id is None:
+        repo_id, guessed = hub_repo(what)
+        repo_type = repo_type or guessed
+    if repo_id and in_hf_cache(repo_id, repo_type or "model"):
+        use_hub_cache(what)
+        return
+    raise hub_error(what)
 
 
 def hub_error(what: str) -> SetupError:
     """The error for `what` that had to come from the Hub and could not."""
+    host, port = hub_host()
     return SetupError(
-        f"Cannot get {what} from the Hugging Face Hub (no connection, or not in the offline cache). "
-        "Work offline instead: --data-dir DIR (IMDB as parquet/csv or the aclImdb folder), "
+        f"Cannot get {what} from the Hugging Face Hub ({host}:{port}): no connection, no such repository, "
+        f"or no complete copy in the local cache {hf_home()}. "
+        "Work offline instead: --bundle DIR / LORA_BUNDLE=DIR (a room bundle made by python -m utils.bundle), "
+        "--data-dir DIR (IMDB as parquet/csv or the aclImdb folder), "
         "--model PATH (a local checkpoint), or --profile smoke (tiny offline model and data; "
-        "LORA_PROFILE=smoke in notebooks); HF_HUB_OFFLINE=1 uses copies cached by an earlier run."
+        "LORA_PROFILE=smoke in notebooks)."
     )
+
+
+def versions() -> str:
+    """One line with the versions this runs with: python, torch, transformers, peft, datasets."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "peft", "datasets"))
+    return f"python {platform.python_version()}, {libraries}"

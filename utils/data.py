@@ -8,6 +8,7 @@ carves a `validation` split out of `train`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 SMOKE_CSV = Path(__file__).parent / "assets" / "smoke_reviews.csv"
 _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}  # control, format (zero-width, BOM), separator characters
 
 
 def clean_text(text: str) -> str:
@@ -28,15 +30,30 @@ def clean_text(text: str) -> str:
     return _SPACES.sub(" ", _BR.sub(" ", text)).strip()
 
 
+def is_blank(text: str) -> bool:
+    """True when `text` has nothing to read: empty, or only spaces, control and zero-width characters."""
+    return all(unicodedata.category(c) in _INVISIBLE for c in text)
+
+
 def _frame_to_dataset(df: pd.DataFrame, where: str) -> Dataset:
-    """Check a `text`,`label` frame, clean the text, and turn it into a Dataset."""
+    """Check a `text`,`label` frame, clean the text, and turn it into a Dataset.
+
+    Rows whose text is missing or empty once cleaned are dropped, and the count is printed.
+    """
     missing = {"text", "label"} - set(df.columns)
     if missing:
         raise SetupError(f"{where} has no column {sorted(missing)}: IMDB files need `text` and `label` columns.")
+    texts = df["text"].fillna("").astype(str).map(clean_text)
+    keep = ~texts.map(is_blank).astype(bool)
+    if not keep.any():
+        raise SetupError(f"{where} has no review with text ({len(df):,} rows): check the file's `text` column.")
+    if not keep.all():
+        print(f"{where}: dropped {int((~keep).sum()):,} of {len(df):,} reviews with missing or empty text.")
+    df = df[keep]
     bad = sorted({v.item() if hasattr(v, "item") else v for v in df["label"].unique()} - {0, 1}, key=str)
     if bad:
         raise SetupError(f"{where} has labels {bad[:5]}: labels must be 0 (negative) or 1 (positive).")
-    df = pd.DataFrame({"text": df["text"].astype(str).map(clean_text), "label": df["label"].astype("int64")})
+    df = pd.DataFrame({"text": texts[keep], "label": df["label"].astype("int64")})
     return Dataset.from_pandas(df, preserve_index=False)
 
 
@@ -52,7 +69,11 @@ def _find_split(data_dir: Path, split: str) -> pd.DataFrame:
     """Find one split in `data_dir`: `split.parquet`, `split.csv`, or the folder `split/pos|neg`."""
     for path in (data_dir / f"{split}.parquet", data_dir / f"{split}.csv"):
         if path.is_file():
-            return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            try:
+                return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            except Exception as exc:  # noqa: BLE001 - truncated, damaged or not that format: say which file
+                raise SetupError(f"Cannot read {path} ({type(exc).__name__}): the file is damaged or not "
+                                 f"{path.suffix[1:]}; copy it again or convert it.") from exc
     if (data_dir / split / "pos").is_dir() and (data_dir / split / "neg").is_dir():
         return _read_aclimdb(data_dir / split)
     raise SetupError(

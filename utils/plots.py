@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.patches import Circle, Rectangle
 import numpy as np
 import pandas as pd
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from .data import LABELS
 
@@ -95,40 +96,86 @@ def plot_parameter_counts(ranks: Sequence[int], counts: Mapping[str, Sequence[in
     return ax
 
 
+def plot_lora_diagram(r: int = 8, d: int = 768, k: int = 768, alpha: float = 16, ax: Axes | None = None) -> Axes:
+    """The LoRA picture, to scale: x goes through the frozen W (d x k) and through A (r x k) then B (d x r) into h."""
+    ax = _axes(ax, figsize=(8, 5))
+
+    def size(n: int) -> float:
+        """Drawing length of `n` rows or columns: W's longer side is 4 units; a rank-1 strip stays visible."""
+        return max(4 * n / max(d, k), 0.06)
+
+    b_left = 1.7 + size(k)
+    plus = (b_left + size(r) + 1.4, 0.0)
+    boxes = {  # name: (left, bottom, width, height, colour)
+        "x": (0, -size(k) / 2, 0.25, size(k), "C0"),
+        "W": (1, 2.5 - size(d) / 2, size(k), size(d), "0.75"),
+        "A": (1, -2.5 - size(r) / 2, size(k), size(r), "C1"),
+        "B": (b_left, -2.5 - size(d) / 2, size(r), size(d), "C1"),
+        "h": (plus[0] + 0.9, -size(d) / 2, 0.25, size(d), "C2"),
+    }
+    for name, (x0, y0, w, h, colour) in boxes.items():
+        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=colour, edgecolor="k", gid=name))
+    ax.add_patch(Circle(plus, 0.25, facecolor="w", edgecolor="k"))
+    ax.text(*plus, "+", ha="center", va="center", fontsize=14)
+    arrows = [((0.25, 0), (1, 2.5)), ((0.25, 0), (1, -2.5)), ((1 + size(k), -2.5), (b_left, -2.5)),
+              ((1 + size(k), 2.5), (plus[0] - 0.2, 0.15)), ((b_left + size(r), -2.5), (plus[0] - 0.2, -0.15)),
+              ((plus[0] + 0.25, 0), (plus[0] + 0.9, 0))]
+    for start, end in arrows:  # x -> W, x -> A, A -> B, Wx -> +, BAx -> +, + -> h
+        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "k"})
+    ax.text((b_left + size(r) + plus[0]) / 2 + 0.15, -1.3, f"x α/r\n= {alpha / r:g}", fontsize="small")
+    labels = {"x": f"x\n({k})", "h": f"h\n({d})", "W": f"W  {d} x {k}, frozen\n{d * k:,} weights",
+              "A": f"A  {r} x {k}\n(random at start)", "B": f"B  {d} x {r}\n(zero at start)"}
+    for name, text in labels.items():
+        x0, y0, w, h, _ = boxes[name]
+        below = name != "W"
+        ax.text(x0 + w / 2, y0 - 0.15 if below else y0 + h + 0.1, text, ha="center",
+                va="top" if below else "bottom", fontsize="small")
+    ax.set_title(f"LoRA: h = Wx + (α/r)·BAx\ntrained: A and B, r(d + k) = {r * (d + k):,} numbers "
+                 f"({r * (d + k) / (d * k):.1%} of W's {d * k:,})", fontsize="medium")
+    ax.set(xlim=(-0.3, plus[0] + 1.5), ylim=(-5.6, 5.4), aspect="equal")
+    ax.axis("off")
+    return ax
+
+
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str] = tuple(LABELS.values()),
                           ax: Axes | None = None) -> Axes:
-    """A 2x2 (or n x n) confusion matrix as a heat map with the counts written in: rows true, columns predicted."""
+    """A confusion matrix with the counts written in (scikit-learn's ConfusionMatrixDisplay): rows true, columns predicted."""
     ax = _axes(ax, figsize=(4, 3.5))
-    matrix = np.asarray(matrix)
-    ax.imshow(matrix, cmap="Blues", vmin=0)
-    ticks = range(len(labels))
-    ax.set_xticks(ticks, labels)
-    ax.set_yticks(ticks, labels)
-    for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, f"{count:,}", ha="center", va="center",
-                color="white" if count > matrix.max() / 2 else "black")
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(labels)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=",")
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
     return ax
 
 
 def plot_roc(labels: Sequence[int], scores: Sequence[float], name: str = "model", ax: Axes | None = None) -> Axes:
-    """The ROC curve of P(POSITIVE) `scores` against 0/1 `labels`, with the AUC in the legend."""
+    """The ROC curve of P(POSITIVE) `scores` against 0/1 `labels` (scikit-learn's RocCurveDisplay), AUC in the legend."""
     ax = _axes(ax, figsize=(4, 4))
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(labels, scores):.3f})")
-    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUC = 0.5)")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
+    RocCurveDisplay.from_predictions(labels, scores, name=name, ax=ax, plot_chance_level=True)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
     return ax
 
 
-def plot_calibration(labels: Sequence[int], scores: Sequence[float], n_bins: int = 10,
+def expected_calibration_error(labels: Sequence[int], scores: Sequence[float], n_bins: int = 10) -> float:
+    """ECE: the gap between predicted P(POSITIVE) and the share of positives, averaged over equal-width bins by size.
+
+    The bins are those of the calibration plot (`sklearn.calibration.calibration_curve`, uniform).
+    """
+    labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
+    bins = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], scores)
+    return float(sum(abs(labels[bins == b].mean() - scores[bins == b].mean()) * np.mean(bins == b)
+                     for b in np.unique(bins)))
+
+
+def plot_calibration(labels: Sequence[int], scores: Sequence[float], n_bins: int = 10, name: str = "model",
                      ax: Axes | None = None) -> Axes:
-    """Reliability diagram: the share of positive reviews in each bin of predicted P(POSITIVE)."""
+    """Reliability diagram (scikit-learn's CalibrationDisplay): share positive per bin of P(POSITIVE), ECE in the legend.
+
+    Call it again on the same axes to compare models (the diagonal is drawn once).
+    """
     ax = _axes(ax, figsize=(4, 4))
-    observed, predicted = calibration_curve(labels, scores, n_bins=n_bins, strategy="uniform")
-    ax.plot(predicted, observed, "o-", label="model")
-    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfectly calibrated")
+    ece = expected_calibration_error(labels, scores, n_bins)
+    CalibrationDisplay.from_predictions(labels, scores, n_bins=n_bins, strategy="uniform",
+                                        name=f"{name} (ECE = {ece:.3f})", ax=ax)
     ax.set(xlabel="predicted P(POSITIVE)", ylabel="share actually POSITIVE", title="Calibration",
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")

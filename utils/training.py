@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -17,7 +15,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from .config import RunConfig, SetupError
 from .data import load_imdb
 from .metrics import compute_metrics
-from .model import add_lora, base_model_reference, count_parameters, load_backbone, load_tokenizer
+from .model import add_lora, count_parameters, load_backbone, load_tokenizer
+from .runs import check_max_length, output_lock, publish, save_adapter, staging_dir, validate_config
 
 
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")  # validation, each epoch
@@ -131,79 +130,99 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def resume_point(cfg: RunConfig) -> str | None:
-    """The checkpoint to resume an interrupted run from, or None to start afresh.
+    """The checkpoint to resume an interrupted run from, or None to start afresh; deletes nothing.
 
-    A finished run (metrics.json present) is started again from scratch. An interrupted one is
-    resumed only with the same settings; otherwise the user is asked to choose another folder.
+    A run trains in OUTPUT_DIR/staging/ and replaces the folder's finished run only once it has
+    finished (utils.runs), so a finished run is never touched here. An interrupted run in staging/
+    is resumed only with the same settings; otherwise the user is asked to choose another folder.
     """
-    out, settings = Path(cfg.output_dir), json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    checkpoints = out / "checkpoints"
-    if (out / "metrics.json").exists():
-        (out / "metrics.json").unlink(missing_ok=True)  # another process may have been first
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    stage, settings = staging_dir(cfg.output_dir), _settings(cfg)
+    checkpoints = stage / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    saved = json.loads((out / "run_config.json").read_text()) if (out / "run_config.json").exists() else None
+    saved = json.loads((stage / "run_config.json").read_text()) if (stage / "run_config.json").exists() else None
     if last and saved != settings:
-        raise SetupError(f"{out} holds an unfinished run with other settings: pass another --output-dir, "
-                         f"or delete {checkpoints} to start again.")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run_config.json", settings)
+        raise SetupError(f"{stage} holds an unfinished run with other settings: pass another --output-dir, "
+                         f"or delete {stage} to start again.")
+    stage.mkdir(parents=True, exist_ok=True)
+    write_json(stage / "run_config.json", settings)
     return last
+
+
+def _settings(cfg: RunConfig) -> dict:
+    """The run's configuration as plain JSON values (run_config.json)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 def run_training(cfg: RunConfig, log=print) -> dict:
     """The whole recipe: data, backbone, LoRA, tokenize, train, evaluate, save adapter and metrics.json.
 
-    An interrupted run in `cfg.output_dir` is resumed (see `resume_point`). `metrics.json` is
-    written last, so its presence means the run finished. Returns the metrics.
+    Arguments, data and model are checked before the output folder is touched; the run then holds
+    the folder's lock and trains in its staging/ folder (utils.runs), so a finished run there is
+    replaced only when this one has finished. An interrupted run is resumed (see `resume_point`).
+    `metrics.json` is written last, so its presence means the run finished. Returns the metrics.
     """
     out = Path(cfg.output_dir)
-    last = resume_point(cfg)
+    validate_config(cfg)
     set_seed(cfg.seed)
 
     data, source = load_imdb(cfg)
     log(f"Data: {source} | train {len(data['train']):,} | validation {len(data['validation']):,} "
         f"| test {len(data['test']):,}")
     tokenizer = load_tokenizer(cfg.model, cfg.max_length)
-    model = add_lora(load_backbone(cfg.model), cfg)
+    backbone = load_backbone(cfg.model)
+    check_max_length(cfg, backbone.config)
+    model = add_lora(backbone, cfg)
     trainable, total = count_parameters(model)
     log(f"Model: {cfg.model} | trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
 
-    tokenized = tokenize(data, tokenizer, cfg.max_length)
-    trainer = build_trainer(model, tokenizer, tokenized, cfg)
-    if last:
-        log(f"Resuming from {last}")
-    start = time.perf_counter()
-    train_out = trainer.train(resume_from_checkpoint=last)
-    train_runtime = time.perf_counter() - start
-    # The best epoch was chosen on the validation reviews (load_best_model_at_end restored its
-    # weights); the test split is evaluated once, now, with those weights.
+    with output_lock(out) as owner:  # a second run into this folder stops here, with one line
+        if owner:
+            publish(out)  # completes a swap that a crash interrupted
+        last = resume_point(cfg)
+        tokenized = tokenize(data, tokenizer, cfg.max_length)
+        trainer = build_trainer(model, tokenizer, tokenized, dataclasses.replace(cfg, output_dir=str(staging_dir(out))))
+        if last:
+            log(f"Resuming from {last}")
+        train_out = trainer.train(resume_from_checkpoint=last)
+        # The best epoch was chosen on the validation reviews (load_best_model_at_end restored its
+        # weights); the test split is evaluated once, now, with those weights.
+        test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+        return save_run(trainer, tokenized, cfg, train_out, test, source)
+
+
+def save_run(trainer: Trainer, tokenized: DatasetDict, cfg: RunConfig, train_out, test: dict, source: str) -> dict:
+    """Save a trained run in `cfg.output_dir`: adapter/ (LoRA + head + tokenizer) and metrics.json; returns the metrics.
+
+    `train_out` is what `trainer.train()` returned, `test` the one evaluation of the test split
+    (`metric_key_prefix="test"`); the validation figures are those of the best epoch.
+    """
+    model, tokenizer, out = trainer.model, trainer.processing_class, Path(cfg.output_dir)
+    trainable, total = count_parameters(model)
     evals = [h for h in trainer.state.log_history if "eval_accuracy" in h]
     best = max(evals, key=lambda h: h["eval_accuracy"]) if evals else trainer.evaluate()
-    test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
-
     metrics = {
         **{k: round(float(test[k]), 4) for k in TEST_KEYS},
         "validation": {"epoch": best.get("epoch"), **{k: round(float(best[k]), 4) for k in EVAL_KEYS}},
         "profile": cfg.profile, "model": cfg.model, "data_source": source,
-        "train_size": len(data["train"]), "val_size": len(data["validation"]), "eval_size": len(data["test"]),
-        "max_length": cfg.max_length,
+        "train_size": len(tokenized["train"]), "val_size": len(tokenized["validation"]),
+        "eval_size": len(tokenized["test"]), "max_length": cfg.max_length,
         "epochs": cfg.epochs, "lr": cfg.lr,
         "batch_size": trainer._train_batch_size,  # the one used, after auto_find_batch_size
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
         "target_modules": sorted(model.peft_config["default"].target_modules),
         "trainable_params": trainable, "total_params": total,
-        "train_runtime_s": round(train_runtime, 2),
+        "train_runtime_s": round(train_out.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_out.metrics["train_samples_per_second"], 2),
         "device": describe_device(train_device(cfg.use_cpu)),
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():  # with several processes (torchrun), one writes the files
-        model.peft_config["default"].base_model_name_or_path = base_model_reference(cfg.model)  # what predictors load
-        model.save_pretrained(out / "adapter", save_embedding_layers=False)  # only LoRA and the head
-        tokenizer.save_pretrained(out / "adapter")
-        write_json(out / "metrics.json", metrics)
+        stage = staging_dir(out)  # written there, then swapped in whole: a finished run is never half replaced
+        save_adapter(model, tokenizer, cfg, stage / "adapter")  # portable: no path of this machine inside
+        write_json(stage / "run_config.json", _settings(cfg))
+        write_json(stage / "metrics.json", metrics)
+        publish(out)
     return metrics
 
 
