@@ -5,15 +5,14 @@
     python fine_tune_sentiment.py --model PATH --data-dir DIR --train-size 2000
 
 Each step lives in `utils/` and is taught in the notebooks: data (01), LoRA (02), training (03),
-evaluation (04), inference (05).
+evaluation (04), inference (05); lesson 06 runs it on a small LLM (--model a decoder).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from utils.config import PROFILES, SetupError, resolve_config, set_threads
+from utils.config import PROFILES, resolve_config, run_cli, set_threads
 
 EXAMPLES = ["This movie was absolutely fantastic!", "I was really disappointed by this film."]
 
@@ -36,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                     "the Hub's (default: LORA_BUNDLE)")
     p.add_argument("--train-size", type=int, help="seeded, stratified subset of the training reviews")
     p.add_argument("--eval-size", type=int, help="seeded, stratified subset of the test reviews")
+    p.add_argument("--val-size", type=int, help="validation reviews carved from the training split (pick the best epoch)")
     p.add_argument("--max-length", type=int, help="tokens kept per review")
     p.add_argument("--epochs", type=float)
     p.add_argument("--batch-size", type=int)
@@ -74,7 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SetupError as err:
-        sys.exit(f"Error: {err}")
+    run_cli(main)

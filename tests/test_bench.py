@@ -152,3 +152,8 @@ def test_bad_options_are_refused():
         bench.parse_args(["--steps", "0"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--max-length", "1024"])
+
+
+def test_the_bench_model_follows_the_run_s_backbone():
+    assert bench.model_size_for("smoke-distilbert") == "tiny"
+    assert bench.model_size_for("distilbert-base-uncased") == bench.model_size_for("/models/minilm") == "base"

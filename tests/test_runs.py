@@ -137,7 +137,7 @@ def test_an_interrupted_swap_is_completed_by_the_next_call(tmp_path, monkeypatch
 def test_an_adapter_older_than_its_run_folder_gets_a_warning(finished):
     settings = json.loads((finished / "run_config.json").read_text())
     (finished / "run_config.json").write_text(json.dumps({**settings, "lora_r": 2}))
-    with pytest.warns(UserWarning, match="lora_r=2 .* r=4: they come from different runs"):
+    with pytest.warns(UserWarning, match=r"lora_r=2.* r=4, .*: they come from different runs"):
         load_adapter(finished / "adapter")
     (finished / "metrics.json").unlink()  # the layout an interrupted run left before staging/ existed
     with pytest.warns(UserWarning, match="did not finish"):
@@ -325,6 +325,10 @@ def test_a_model_folder_with_missing_or_garbage_weights_is_not_blamed_on_the_hub
         with pytest.raises(SetupError, match="weights .* are missing or damaged") as info:
             load_backbone(str(folder))
         assert "Hub" not in one_line(info)
+    only_config = tmp_path / "missing"  # what run_training meets first there: the tokenizer
+    with pytest.raises(SetupError, match="No usable tokenizer in the model folder") as info:
+        run_training(resolve_config("smoke", model=str(only_config), output_dir=str(tmp_path / "out")))
+    assert "Hub" not in one_line(info) and not (tmp_path / "out").exists()
 
 
 def test_lora_r_0_names_the_rank_not_the_target_modules():
@@ -418,3 +422,16 @@ def test_the_readme_pipeline_example_truncates_long_reviews(smoke_run, tmp_path)
     classify = pipeline("text-classification", model=str(merged), truncation=True)
     review = "a long and winding review of a film " * 120  # far over the 512 positions of the model
     assert classify(review)[0]["label"] in ("NEGATIVE", "POSITIVE")
+
+
+def test_every_option_an_error_message_names_exists_in_the_script():
+    import re
+
+    from fine_tune_sentiment import parse_args
+
+    script = set(re.findall(r'add_argument\("(--[a-z-]+)"', (ROOT / "fine_tune_sentiment.py").read_text()))
+    named = set()
+    for module in ("runs", "data", "config", "model", "training"):
+        named |= set(re.findall(r"--[a-z][a-z-]+", (ROOT / "utils" / f"{module}.py").read_text()))
+    assert named <= script, f"named in messages but not options of the script: {named - script}"
+    assert parse_args(["--val-size", "7"]).val_size == 7

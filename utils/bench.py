@@ -52,7 +52,7 @@ import torch
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, set_threads
+from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, run_cli, set_threads
 from .model import add_lora, build_smoke_model
 from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, precision_flags, tune_gpu
 
@@ -110,6 +110,11 @@ def make_batch(batch: list[int], width: int, vocab_size: int, g: torch.Generator
     mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     ids = torch.randint(5, vocab_size, (len(batch), width), generator=g) * mask  # 0-4: [PAD] and special tokens
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (len(batch),), generator=g)}
+
+
+def model_size_for(model: str) -> str:
+    """The bench model that matches a run's backbone: `tiny` for the smoke model, else DistilBERT-`base`."""
+    return "tiny" if model == SMOKE_MODEL else "base"
 
 
 def build_model(size: str) -> torch.nn.Module:
@@ -356,7 +361,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SetupError as err:
-        sys.exit(f"Error: {err}")
+    run_cli(main)

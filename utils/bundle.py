@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, hub_cache_dir, resolve_config, versions
+from .config import SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, hub_cache_dir, resolve_config, run_cli, versions
 
 MANIFEST = "bundle.json"
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
@@ -189,7 +189,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SetupError as err:
-        sys.exit(f"Error: {err}")
+    run_cli(main)

@@ -115,6 +115,14 @@ def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
     return RunConfig(profile=chosen, **values)
 
 
+def run_cli(main) -> None:
+    """Run a command's `main()` and exit with its status; a SetupError exits with its one line, `Error: ...`."""
+    try:
+        sys.exit(main())
+    except SetupError as err:
+        sys.exit(f"Error: {err}")
+
+
 def set_threads() -> int:
     """Give torch one thread per core this process may use, shared among torchrun's local processes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, RunConfig, SetupError, resolve_config, set_threads
+from .config import PROFILES, RunConfig, SetupError, resolve_config, run_cli, set_threads
 
 RUNS = ("majority", "tfidf", "head_only", "lora", "lora_all_linear", "full")
 DEFAULT_RUNS = RUNS[:-1]  # full fine-tuning only when asked for by name
@@ -542,7 +542,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SetupError as err:
-        sys.exit(f"Error: {err}")
+    run_cli(main)

