@@ -130,14 +130,16 @@ def load_tokenizer(name: str, max_length: int | None = None):
     Decoders (Llama, Mistral) often have no pad token: their end-of-sequence token pads then.
     """
     path = resolve_model_path(name)
+    missing = SetupError(f"No usable tokenizer in the model folder {path}: copy the tokenizer files "
+                         "(tokenizer.json or vocab.txt, tokenizer_config.json) there, or pass another --model / LORA_MODEL.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         if Path(path).is_dir():  # a local folder: the Hub is not to blame
-            raise SetupError(f"No usable tokenizer in the model folder {path} ({type(exc).__name__}): copy the "
-                             "tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json) there, "
-                             "or pass another --model / LORA_MODEL.") from None
+            raise missing from None
         raise hub_error(f"the tokenizer of {name!r}") from exc
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers 5 builds an empty one from config.json
+        raise missing
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if max_length:
