@@ -157,3 +157,23 @@ def test_bad_options_are_refused():
 def test_the_bench_model_follows_the_run_s_backbone():
     assert bench.model_size_for("smoke-distilbert") == "tiny"
     assert bench.model_size_for("distilbert-base-uncased") == bench.model_size_for("/models/minilm") == "base"
+
+
+def test_save_model_writes_a_folder_that_a_run_loads(tmp_path, capsys):
+    """--save-model: the random model and its tokenizer, loadable as a backbone (to time a whole run at its size)."""
+    from utils.model import load_backbone, load_tokenizer
+
+    assert bench.main(["--save-model", str(tmp_path / "m"), "--model-size", "tiny"]) == 0
+    assert f"--model {tmp_path / 'm'} --data-dir <IMDB>" in capsys.readouterr().out
+    backbone, tokenizer = load_backbone(str(tmp_path / "m")), load_tokenizer(str(tmp_path / "m"))
+    assert backbone.config.dim == bench.random_model("tiny").config.dim and len(tokenizer) <= backbone.config.vocab_size
+
+
+def test_save_model_refuses_a_larger_tokenizer_and_an_existing_folder(tmp_path):
+    from utils.config import SMOKE_DECODER, SetupError
+
+    with pytest.raises(SetupError, match="more than the model's"):
+        bench.save_model(str(tmp_path / "m"), "tiny", SMOKE_DECODER)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SetupError, match="already exists: choose a new folder"):
+        bench.save_model(str(tmp_path / "taken"), "tiny", None)

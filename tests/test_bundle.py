@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,10 @@ def no_network_env(tmp_path: Path, **extra: str) -> dict:
     return env
 
 
-def run_script(bundle_dir: Path, out: Path, env: dict, *sizes: str) -> subprocess.CompletedProcess:
-    """fine_tune_sentiment.py on the cpu profile from `bundle_dir`, at the given tiny sizes."""
+def run_script(bundle_dir: Path, out: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """fine_tune_sentiment.py on the cpu profile from `bundle_dir`, max length 64 and one epoch unless `args` say otherwise."""
     cmd = [sys.executable, "fine_tune_sentiment.py", "--profile", "cpu", "--bundle", str(bundle_dir),
-           "--max-length", "64", "--epochs", "1", "--output-dir", str(out), *sizes]
+           "--max-length", "64", "--epochs", "1", "--output-dir", str(out), *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -121,17 +122,65 @@ def test_script_and_a_lesson_run_from_the_bundle_without_network(smoke_bundle, t
     assert lesson.returncode == 0, lesson.stdout[-3000:]
 
 
+# The real-data floor. Measured at REAL_SIZES with MiniLM on 2 CPU cores (2026-12-03, AMD EPYC without AVX512,
+# float32): `python -m utils.experiments --profile cpu --model <MiniLM> --data-dir <IMDB> --runs head_only,lora
+# --ranks none --train-size 1000 --val-size 200 --eval-size 500 --max-length 128` gave the recipe 0.756 test
+# accuracy (validation 0.805) and the backbone frozen with only the head trained 0.620; wrong labels or an
+# untrained head stay near 0.5. The floor sits between the recipe and the head-only baseline.
+REAL_SIZES = ("--train-size", "1000", "--val-size", "200", "--eval-size", "500", "--max-length", "128")
+REAL_FLOOR = 0.70
+
+
 @pytest.mark.skipif(not (os.environ.get("IMDB_DATA_DIR") and os.environ.get("LORA_TEST_MODEL")),
                     reason="needs IMDB_DATA_DIR (IMDB train/test parquet) and LORA_TEST_MODEL (a local encoder)")
-def test_real_bundle_round_trip(tmp_path):
-    """A bundle of the real IMDB and a real encoder, then the script from it with no network: it learns."""
+def test_real_data_from_a_bundle_learns_imdb_without_network(tmp_path):
+    """A bundle of the real IMDB and a real pretrained encoder; the script trains from it with no network and learns.
+
+    CI sets IMDB_DATA_DIR and LORA_TEST_MODEL to ../shared/datasets/imdb and ../shared/models/all-MiniLM-L6-v2-bf16.
+    """
     out = tmp_path / "room"
     manifest = bundle.make_bundle(out, os.environ["LORA_TEST_MODEL"], None, os.environ["IMDB_DATA_DIR"],
                                   log=lambda *args: None)
     assert (manifest["imdb"]["train"], manifest["imdb"]["test"]) == (25_000, 25_000) and manifest["decoder"] is None
-    env = no_network_env(tmp_path, LORA_VAL_SIZE="100")
-    done = run_script(out, tmp_path / "run", env, "--train-size", "600", "--eval-size", "200")
+    done = run_script(out, tmp_path / "run", no_network_env(tmp_path), *REAL_SIZES)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Room bundle {out}: using its model, data_dir" in done.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["test_accuracy"] > 0.6, metrics["test_accuracy"]  # a pretrained encoder learns; chance is 0.5
+    print({k: metrics[k] for k in ("test_accuracy", "test_f1", "validation", "train_runtime_s")})
+    assert (metrics["train_size"], metrics["val_size"], metrics["eval_size"]) == (1000, 200, 500)
+    assert metrics["test_accuracy"] >= REAL_FLOOR, metrics["test_accuracy"]
+
+
+def test_a_ready_adapter_loads_in_the_room_with_lora_bundle_alone(smoke_bundle, tmp_path, monkeypatch):
+    """The workshop's flow: an adapter trained from the bundle and copied beside it loads with LORA_BUNDLE set."""
+    from utils.predict import SentimentPredictor
+    from utils.training import run_training
+
+    for name in ("LORA_MODEL", "LORA_BUNDLE", "LORA_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = resolve_config("cpu", bundle=str(smoke_bundle), train_size=64, eval_size=32, val_size=16, max_length=64,
+                         epochs=1, output_dir=str(tmp_path / "run"))
+    run_training(cfg, log=lambda *args: None)
+    handed_out = tmp_path / "usb" / "adapter"  # no run_config.json beside it: the instructor's paths stay behind
+    shutil.copytree(tmp_path / "run" / "adapter", handed_out)
+    with pytest.raises(SetupError, match="trained on a local model folder named 'model'"):
+        SentimentPredictor.from_pretrained(handed_out)
+    monkeypatch.setenv("LORA_BUNDLE", str(smoke_bundle))
+    [prediction] = SentimentPredictor.from_pretrained(handed_out)("A fine film.")
+    assert prediction["label"] in ("POSITIVE", "NEGATIVE")
+
+
+def test_a_bundle_s_copy_of_a_hub_model_is_named_by_its_hub_name(tmp_path, monkeypatch):
+    """An adapter trained on a bundle's copy of distilbert-base-uncased names the Hub model; LORA_BUNDLE finds the copy."""
+    room = tmp_path / "room"
+    (room / "model").mkdir(parents=True)
+    (room / "bundle.json").write_text(json.dumps({"model": {"path": "model", "source": "hub: distilbert-base-uncased"},
+                                                  "decoder": None}))
+    assert bundle.hub_source(room / "model") == "distilbert-base-uncased"
+    assert bundle.hub_source(tmp_path) is None
+    monkeypatch.delenv("LORA_BUNDLE", raising=False)
+    assert bundle.bundled_model("distilbert-base-uncased") is None
+    monkeypatch.setenv("LORA_BUNDLE", str(room))
+    assert bundle.bundled_model("distilbert-base-uncased") == (room / "model").resolve()
+    assert bundle.bundled_model("model") == (room / "model").resolve()
+    assert bundle.bundled_model("gpt2") is None

@@ -60,3 +60,19 @@ def test_offline_mode_skips_the_network_check(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(config, "hub_reachable", lambda timeout=3.0: pytest.fail("network checked"))
     check_hub("anything")
+
+
+def test_shown_paths_hide_this_machine_s_folders(tmp_path, monkeypatch):
+    """Results files name ../shared, ~/.cache and outputs/..., never this machine's absolute folders."""
+    from pathlib import Path
+
+    from utils.config import shown_paths
+
+    work = tmp_path / "main"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(Path, "home", lambda: Path("/home/someone"))
+    data = {"cmd": f"python -m utils.experiments --model {tmp_path}/shared/m --out {work}/outputs/r.json",
+            "rows": [{"source": "local: /home/someone/.cache/x"}, 3, None], "other": "/opt/data/x"}
+    assert shown_paths(data) == {"cmd": "python -m utils.experiments --model ../shared/m --out outputs/r.json",
+                                 "rows": [{"source": "local: ~/.cache/x"}, 3, None], "other": "/opt/data/x"}

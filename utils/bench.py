@@ -3,6 +3,7 @@
     python -m utils.bench                                  # DistilBERT-base, real IMDB review lengths
     python -m utils.bench --model-size tiny --steps 6      # smoke-sized, seconds (CI)
     python -m utils.bench --data-dir ../shared/datasets/imdb --tokenizer PATH   # lengths from the data
+    python -m utils.bench --save-model DIR --tokenizer PATH    # the random model, to time a whole run at its size
 
 Both recipes train the same model (a random-initialised DistilBERT-base, `DistilBertConfig()`,
 wrapped by `utils.model.add_lora`: r=8 on q_lin/v_lin) for the same number of steps:
@@ -52,8 +53,8 @@ import torch
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, run_cli, set_threads
-from .model import add_lora, build_smoke_model
+from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, run_cli, set_threads
+from .model import add_lora, build_smoke_model, load_tokenizer, save_atomically
 from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, precision_flags, tune_gpu
 
 LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
@@ -68,7 +69,6 @@ def load_lengths(data_dir: str | None = None, tokenizer: str | None = None) -> t
         lengths = [n for n, c in zip(hist["lengths"], hist["counts"]) for _ in range(c)]
         return lengths, f"{LENGTHS_FILE.name} ({len(lengths):,} IMDB training reviews)"
     from .data import load_local_imdb, load_smoke_reviews
-    from .model import load_tokenizer
 
     name = tokenizer or (SMOKE_MODEL if data_dir == SMOKE_DATA else "distilbert-base-uncased")
     texts = (load_smoke_reviews() if data_dir == SMOKE_DATA else load_local_imdb(data_dir))["train"]["text"]
@@ -117,11 +117,32 @@ def model_size_for(model: str) -> str:
     return "tiny" if model == SMOKE_MODEL else "base"
 
 
-def build_model(size: str) -> torch.nn.Module:
-    """A random-initialised DistilBERT classifier (`base` or the smoke-sized `tiny`) with LoRA added."""
+def random_model(size: str) -> DistilBertForSequenceClassification:
+    """A random-initialised DistilBERT classifier: `base` (DistilBERT-base's size) or the smoke-sized `tiny`."""
     config = DistilBertConfig() if size == "base" else DistilBertConfig.from_pretrained(build_smoke_model())
     config.num_labels = 2
-    return add_lora(DistilBertForSequenceClassification(config), RunConfig(profile="bench"))
+    return DistilBertForSequenceClassification(config)
+
+
+def build_model(size: str) -> torch.nn.Module:
+    """The bench's model: `random_model(size)` with LoRA added (r=8 on q_lin/v_lin)."""
+    return add_lora(random_model(size), RunConfig(profile="bench"))
+
+
+def save_model(path: str, size: str, tokenizer: str | None) -> str:
+    """Save `random_model(size)` and a tokenizer as a model folder, so that a whole run can be timed at that size."""
+    name = tokenizer or (SMOKE_MODEL if size == "tiny" else "distilbert-base-uncased")
+    if Path(path).exists():
+        raise SetupError(f"--save-model {path} already exists: choose a new folder.")
+    torch.manual_seed(0)
+    model, tok = random_model(size), load_tokenizer(name)
+    if len(tok) > model.config.vocab_size:
+        raise SetupError(f"--tokenizer {name} has {len(tok):,} tokens, more than the model's "
+                         f"{model.config.vocab_size:,}: choose a BERT-uncased tokenizer (or a folder holding one).")
+    save_atomically(Path(path), model, tok)
+    return (f"Saved a random-initialised DistilBERT-{size} and the tokenizer of {name} in {path}. Time a whole "
+            f"run at this size with: python fine_tune_sentiment.py --profile cpu --model {path} --data-dir <IMDB> "
+            "(only the time means something: the weights are random)")
 
 
 CPU_BF16_SKIPPED = ("skipped: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast would be "
@@ -337,8 +358,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="DistilBERT-base (default), or the smoke profile's tiny model for CI")
     p.add_argument("--data-dir", help="take review lengths from this IMDB folder (or 'smoke'); "
                                       "default: the shipped histogram")
-    p.add_argument("--tokenizer", help="tokenizer for --data-dir (default: distilbert-base-uncased; "
-                                       "the smoke tokenizer for 'smoke')")
+    p.add_argument("--tokenizer", help="tokenizer for --data-dir and --save-model (default: distilbert-base-uncased; "
+                                       "the smoke tokenizer for 'smoke' and the tiny model)")
+    p.add_argument("--save-model", metavar="DIR",
+                   help="time nothing: save the random model of --model-size (and --tokenizer) in DIR, "
+                        "for timing a whole fine_tune_sentiment.py run at that size")
     p.add_argument("--threads", type=int,
                    help="CPU threads for torch (default: one per core; 1 is steadier on a busy machine)")
     p.add_argument("--force-cpu-bf16", action="store_true",
@@ -354,8 +378,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print its table."""
-    report = run(parse_args(argv))
+    """Run the benchmark and print its table (or, with --save-model, only save the model)."""
+    args = parse_args(argv)
+    if args.save_model:
+        print(save_model(args.save_model, args.model_size, args.tokenizer))
+        return 0
+    report = run(args)
     print(format_report(report))
     return 0
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,34 @@ def read_manifest(bundle: str | Path) -> tuple[Path, dict]:
         return path, json.loads((path / MANIFEST).read_text())
     except ValueError as exc:
         raise SetupError(f"{path / MANIFEST} is damaged ({exc}): make the bundle again.") from exc
+
+
+def _parts(manifest: dict):
+    """(folder name, Hub name or None) of the bundle's model and decoder."""
+    for part in ("model", "decoder"):
+        entry = manifest.get(part) or {}
+        source = str(entry.get("source", ""))
+        if entry.get("path"):
+            yield entry["path"], source[len("hub: "):] if source.startswith("hub: ") else None
+
+
+def hub_source(folder: str | Path) -> str | None:
+    """The Hub name that a bundle's model or decoder `folder` was copied from; None for any other folder."""
+    folder = Path(folder).expanduser().resolve()
+    try:
+        manifest = json.loads((folder.parent / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return next((hub for path, hub in _parts(manifest) if path == folder.name), None)
+
+
+def bundled_model(name: str) -> Path | None:
+    """The folder of LORA_BUNDLE's bundle that holds the base model an adapter names (a Hub name or folder name)."""
+    bundle = os.environ.get("LORA_BUNDLE")
+    if not bundle or not (Path(bundle).expanduser() / MANIFEST).is_file():
+        return None
+    path, manifest = read_manifest(bundle)
+    return next((path / folder for folder, hub in _parts(manifest) if name in (folder, hub)), None)
 
 
 def bundle_values(bundle: str | Path, values: dict, log=print) -> dict:

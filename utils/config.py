@@ -123,6 +123,21 @@ def run_cli(main) -> None:
         sys.exit(f"Error: {err}")
 
 
+def shown_paths(value):
+    """`value` (JSON-like) with this machine's folders made portable: paths in the working folder relative, its parent ../, home ~/."""
+    if isinstance(value, dict):
+        return {k: shown_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shown_paths(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    cwd = Path.cwd()
+    for folder, shown in ((cwd, ""), (cwd.parent, "../"), (Path.home(), "~/")):
+        if folder != Path(folder.anchor):  # never rewrite a bare / or C:\\
+            value = value.replace(f"{folder}{os.sep}", shown)
+    return value
+
+
 def set_threads() -> int:
     """Give torch one thread per core this process may use, shared among torchrun's local processes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, RunConfig, SetupError, resolve_config, run_cli, set_threads
+from .config import PROFILES, RunConfig, SetupError, resolve_config, run_cli, set_threads, shown_paths
 
 RUNS = ("majority", "tfidf", "head_only", "lora", "lora_all_linear", "full")
 DEFAULT_RUNS = RUNS[:-1]  # full fine-tuning only when asked for by name
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "utils.experiments", *argv])
     results = run_experiments(cfg, runs, ranks, args.work_dir, args.full_lr, not args.in_process, previous, command)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.write_text(json.dumps(shown_paths(results), indent=2, default=str) + "\n")  # no path of this machine
     if results["runs"]:
         print(experiment_table(results["runs"].values()).to_string())
     if results["sweep"]:

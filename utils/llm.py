@@ -30,9 +30,9 @@ from peft import LoraConfig, TaskType, get_peft_model
 from sklearn.metrics import accuracy_score
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from .config import RunConfig, SetupError, resolve_config, run_cli, set_threads
+from .config import RunConfig, SetupError, resolve_config, run_cli, set_threads, shown_paths
 from .data import load_imdb
-from .model import (CACHE_DIR, _save_atomically, count_parameters, default_targets, load_tokenizer,
+from .model import (CACHE_DIR, save_atomically, count_parameters, default_targets, load_tokenizer,
                     resolve_model_path)
 from .predict import quiet_transformers
 from .training import cpu_has_native_bf16, precision_flags, run_training, train_device
@@ -92,7 +92,7 @@ def convert_gguf(source: str | Path, out_dir: str | Path = CONVERTED_DIR, dtype=
         model.to(dtype)
         model.config.dtype = dtype
         out.parent.mkdir(parents=True, exist_ok=True)
-        return _save_atomically(out, model, tokenizer)
+        return save_atomically(out, model, tokenizer)
 
 
 def chat_prompt(tokenizer, review: str, max_length: int = 128, reserve: int = 4, question: str = QUESTION) -> str:
@@ -275,7 +275,7 @@ def measure(cfg: RunConfig, encoder: str | None, out: Path, log=print) -> dict:
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(shown_paths(result), indent=2) + "\n")  # no path of this machine
     return result
 
 

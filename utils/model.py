@@ -57,10 +57,10 @@ def build_smoke_model(path: Path = SMOKE_CACHE) -> Path:
                               max_position_embeddings=512, pad_token_id=0, dropout=0.0,
                               attention_dropout=0.0, seq_classif_dropout=0.0)
     torch.manual_seed(0)
-    return _save_atomically(path, DistilBertModel(config), tokenizer)
+    return save_atomically(path, DistilBertModel(config), tokenizer)
 
 
-def _save_atomically(path: Path, *parts) -> Path:
+def save_atomically(path: Path, *parts) -> Path:
     """Save each of `parts` (model, tokenizer) with save_pretrained into `path`, all at once."""
     tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None))
     tmp.chmod(0o755)  # mkdtemp makes it private
@@ -104,7 +104,7 @@ def build_smoke_decoder(path: Path = SMOKE_DECODER_CACHE) -> Path:
                          bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<|im_end|>"],
                          pad_token_id=None, tie_word_embeddings=True)
     torch.manual_seed(0)
-    return _save_atomically(path, LlamaForCausalLM(config), tokenizer)
+    return save_atomically(path, LlamaForCausalLM(config), tokenizer)
 
 
 def resolve_model_path(name: str) -> str:

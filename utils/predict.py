@@ -20,6 +20,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .bundle import bundled_model
 from .config import SetupError
 from .data import LABELS, clean_text, is_blank
 from .model import config_essentials, load_backbone
@@ -149,14 +150,18 @@ def _check_run(path: Path, config: dict) -> None:
 def _choose_base(path: Path, stored: str, base_model) -> tuple[str, str]:
     """The base model to load (name or folder) and where that choice came from, for error messages.
 
-    `base_model=` first, then LORA_MODEL, then the adapter's own reference; an adapter trained on
-    a local folder names only that folder, found through the run's run_config.json on the machine
-    that trained it, and through `base_model=` anywhere else.
+    `base_model=` first, then LORA_MODEL, then the LORA_BUNDLE room bundle's copy of the model the
+    adapter names, then the adapter's own reference; an adapter trained on a local folder names only
+    that folder, found through the run's run_config.json on the machine that trained it, and through
+    `base_model=` anywhere else.
     """
     if base_model:
         return str(base_model), "base_model="
     if os.environ.get("LORA_MODEL"):
         return os.environ["LORA_MODEL"], "LORA_MODEL"
+    bundled = bundled_model(stored)
+    if bundled:
+        return str(bundled), "LORA_BUNDLE"
     identity = _read_json(path / RUN_INFO).get("base_model", {})
     if identity.get("source") != "local":
         return stored, "adapter_config.json"
@@ -166,7 +171,7 @@ def _choose_base(path: Path, stored: str, base_model) -> tuple[str, str]:
     sizes = ", ".join(f"{k} {v}" for k, v in identity.get("config", {}).items())
     raise SetupError(f"The adapter in {path} was trained on a local model folder named {stored!r} ({sizes}): "
                      f"say where that model is on this machine, SentimentPredictor.from_pretrained(adapter, "
-                     f"base_model=PATH) or LORA_MODEL=PATH.")
+                     f"base_model=PATH), LORA_MODEL=PATH, or LORA_BUNDLE=the room bundle it was trained from.")
 
 
 def _check_identity(path: Path, backbone, base: str, how: str) -> None:

@@ -22,6 +22,7 @@ import psutil
 
 from .config import RunConfig, SetupError
 from .data import LABELS
+from .bundle import hub_source
 from .model import base_model_reference, config_essentials, model_source
 
 MIN_MAX_LENGTH = 8  # [CLS], [SEP] and a few words
@@ -233,13 +234,14 @@ def save_adapter(model, tokenizer, cfg: RunConfig, folder: str | Path) -> Path:
     """Save the LoRA weights, head and tokenizer so they load on any machine, readable by all (0644).
 
     No file holds a path of this machine: `base_model_name_or_path` (and the model card) name a Hub
-    model as is, a local one by its folder name; `run_info.json` adds what identifies the base model
+    model as is (a room bundle's copy of one too), a local one by its folder name; `run_info.json` adds what identifies the base model
     (its config's sizes), the labels and the LoRA settings. It is written last: its presence says
     that both of peft's files were saved.
     """
     folder = Path(folder)
     _remove(folder)  # nothing of an earlier save mixes in
-    reference = base_model_reference(cfg.model)
+    hub = hub_source(cfg.model)  # a room bundle's copy of a Hub model is named by its Hub name
+    reference, source = (hub, "hub") if hub else (base_model_reference(cfg.model), model_source(cfg.model))
     lora = model.peft_config["default"]
     targets = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
     lora.base_model_name_or_path = reference  # what predictors load
@@ -248,7 +250,7 @@ def save_adapter(model, tokenizer, cfg: RunConfig, folder: str | Path) -> Path:
     model.save_pretrained(folder, save_embedding_layers=False)  # only LoRA and the head
     tokenizer.save_pretrained(folder)
     _write_json(folder / RUN_INFO, {
-        "base_model": {"name": reference, "source": model_source(cfg.model),
+        "base_model": {"name": reference, "source": source,
                        "config": config_essentials(base.config)},
         "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
         "lora": {"r": lora.r, "lora_alpha": lora.lora_alpha, "target_modules": targets},
