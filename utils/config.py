@@ -124,7 +124,7 @@ def run_cli(main) -> None:
 
 
 def shown_paths(value):
-    """`value` (JSON-like) with this machine's folders made portable: paths in the working folder relative, its parent ../, home ~/."""
+    """`value` (JSON-like) without this machine's folders: the working folder's paths relative, its parent ../, home ~/."""
     if isinstance(value, dict):
         return {k: shown_paths(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
