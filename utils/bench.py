@@ -139,7 +139,6 @@ def save_model(path: str, size: str, tokenizer: str | None) -> str:
     if len(tok) > model.config.vocab_size:
         raise SetupError(f"--tokenizer {name} has {len(tok):,} tokens, more than the model's "
                          f"{model.config.vocab_size:,}: choose a BERT-uncased tokenizer (or a folder holding one).")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # the temporary copy is made beside it, then renamed
     save_atomically(Path(path), model, tok)
     return (f"Saved a random-initialised DistilBERT-{size} and the tokenizer of {name} in {path}. Time a whole "
             f"run at this size with: python fine_tune_sentiment.py --profile cpu --model {path} --data-dir <IMDB> "

@@ -32,9 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from .config import SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, hub_cache_dir, resolve_config, run_cli, versions
+from .config import (HUB_DATASET, SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, hub_cache_dir, resolve_config,
+                     run_cli, versions)
 
 MANIFEST = "bundle.json"
+HUB_SOURCE = "hub: "  # bundle.json's "source" of a part copied from the Hub: this, then its name
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 MODEL_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]  # config, tokenizer files, weights
 
@@ -61,7 +63,7 @@ def fetch_model(name: str, target: Path) -> str:
         snapshot = Path(snapshot_download(name, allow_patterns=MODEL_FILES + ["*.bin"], ignore_patterns=["*/*"],
                                           cache_dir=cache))
     shutil.copytree(snapshot, target)  # follows the cache's symbolic links: real files in the bundle
-    return f"hub: {name}"
+    return f"{HUB_SOURCE}{name}"
 
 
 def write_imdb(data_dir: str | None, target: Path) -> dict:
@@ -73,7 +75,7 @@ def write_imdb(data_dir: str | None, target: Path) -> dict:
     elif data_dir:
         data, source = load_local_imdb(data_dir), f"local: {data_dir}"
     else:
-        data, source = load_hub_imdb(), "hub: stanfordnlp/imdb"
+        data, source = load_hub_imdb(), f"{HUB_SOURCE}{HUB_DATASET}"
     target.mkdir(parents=True)
     for split in ("train", "test"):
         data[split].to_pandas()[["text", "label"]].to_parquet(target / f"{split}.parquet", index=False)
@@ -153,7 +155,7 @@ def _parts(manifest: dict):
         entry = manifest.get(part) or {}
         source = str(entry.get("source", ""))
         if entry.get("path"):
-            yield entry["path"], source[len("hub: "):] if source.startswith("hub: ") else None
+            yield entry["path"], source.removeprefix(HUB_SOURCE) if source.startswith(HUB_SOURCE) else None
 
 
 def hub_source(folder: str | Path) -> str | None:

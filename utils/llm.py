@@ -91,7 +91,6 @@ def convert_gguf(source: str | Path, out_dir: str | Path = CONVERTED_DIR, dtype=
         model.load_state_dict(loaded.state_dict())
         model.to(dtype)
         model.config.dtype = dtype
-        out.parent.mkdir(parents=True, exist_ok=True)
         return save_atomically(out, model, tokenizer)
 
 

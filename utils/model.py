@@ -62,11 +62,11 @@ def build_smoke_model(path: Path = SMOKE_CACHE) -> Path:
 
 def save_atomically(path: Path, *parts) -> Path:
     """Save each of `parts` (model, tokenizer) with save_pretrained into `path`, all at once."""
-    tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent))  # beside `path`: the rename below stays on one file system
     tmp.chmod(0o755)  # mkdtemp makes it private
     for part in parts:
         part.save_pretrained(tmp)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, path)  # atomic: a second process building at once keeps the first copy
     except OSError:

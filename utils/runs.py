@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psutil
 
+from .bundle import hub_source
 from .config import RunConfig, SetupError
 from .data import LABELS
-from .bundle import hub_source
 from .model import base_model_reference, config_essentials, model_source
 
 MIN_MAX_LENGTH = 8  # [CLS], [SEP] and a few words
@@ -234,9 +234,9 @@ def save_adapter(model, tokenizer, cfg: RunConfig, folder: str | Path) -> Path:
     """Save the LoRA weights, head and tokenizer so they load on any machine, readable by all (0644).
 
     No file holds a path of this machine: `base_model_name_or_path` (and the model card) name a Hub
-    model as is (a room bundle's copy of one too), a local one by its folder name; `run_info.json` adds what identifies the base model
-    (its config's sizes), the labels and the LoRA settings. It is written last: its presence says
-    that both of peft's files were saved.
+    model as is (a room bundle's copy of one too), a local one by its folder name; `run_info.json`
+    adds what identifies the base model (its config's sizes), the labels and the LoRA settings. It is
+    written last: its presence says that both of peft's files were saved.
     """
     folder = Path(folder)
     _remove(folder)  # nothing of an earlier save mixes in
