@@ -11,7 +11,7 @@ import pytest
 from utils.config import SetupError, resolve_config
 from utils.data import load_smoke_reviews
 from utils.model import load_tokenizer
-from utils.training import (TEST_KEYS, cpu_has_native_bf16, ensure_adapter, precision_flags, resume_point, run_training,
+from utils.training import (TEST_KEYS, cpu_has_native_bf16, find_or_train_adapter, precision_flags, resume_point, run_training,
                             tokenize, train_device, training_arguments)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +51,10 @@ def test_smoke_run_writes_adapter_and_metrics(smoke_run):
     assert metrics["test_accuracy"] > 0.6  # chance is 0.5 on the balanced smoke test set
 
 
-def test_ensure_adapter_reuses_a_finished_run(smoke_run):
+def test_find_or_train_adapter_reuses_a_finished_run(smoke_run):
     logged = []
     cfg = resolve_config("smoke", output_dir=str(smoke_run))
-    assert ensure_adapter(cfg, log=logged.append) == smoke_run / "adapter"
+    assert find_or_train_adapter(cfg, log=logged.append) == smoke_run / "adapter"
     assert "trained earlier" in logged[0]
 
 
@@ -129,8 +129,8 @@ def test_cpu_precision_follows_native_bf16(monkeypatch):
 def test_ready_adapter_from_environment(smoke_run, monkeypatch, tmp_path):
     monkeypatch.setenv("LORA_ADAPTER", str(smoke_run / "adapter"))
     logged = []
-    assert ensure_adapter(resolve_config("smoke", output_dir=str(tmp_path)), log=logged.append) == smoke_run / "adapter"
+    assert find_or_train_adapter(resolve_config("smoke", output_dir=str(tmp_path)), log=logged.append) == smoke_run / "adapter"
     assert "LORA_ADAPTER" in logged[0] and not (tmp_path / "metrics.json").exists()
     monkeypatch.setenv("LORA_ADAPTER", str(tmp_path))
     with pytest.raises(SetupError, match="LORA_ADAPTER"):
-        ensure_adapter(resolve_config("smoke", output_dir=str(tmp_path)))
+        find_or_train_adapter(resolve_config("smoke", output_dir=str(tmp_path)))

@@ -12,7 +12,7 @@ wrapped by `utils.model.add_lora`: r=8 on q_lin/v_lin) for the same number of st
 - project: the recipe of `utils.training` -- bf16 (fp16 on GPUs without it) on a GPU, each batch
   padded only to its longest review (rounded up to a multiple of 8 on a GPU, for tensor cores),
   batches of similar lengths (the Trainer's own `get_length_grouped_indices`), a larger batch on a
-  GPU (the `gpu` profile's), and `tune_gpu()` (cuDNN attention off, TF32 on).
+  GPU (the `gpu` profile's), and `gpu_training_settings()` (cuDNN attention off, TF32 on).
 On a CPU the project recipe is timed twice, side by side: in float32 and under bf16 autocast.
 bf16 is timed only where the CPU computes it in hardware (AVX512-BF16 or AMX,
 `utils.training.cpu_has_native_bf16`); elsewhere it is emulated, slower than float32, and the
@@ -47,6 +47,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, run_cli, set_threads
 from .model import add_lora, build_smoke_model, load_tokenizer, save_atomically
-from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, precision_flags, tune_gpu
+from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, gpu_training_settings, precision_flags
 
 LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
 IMDB_TRAIN_REVIEWS = 25_000
@@ -173,16 +174,6 @@ def recipes(cuda: bool, batch_size: int | None, cpu_bf16: bool = False) -> dict[
     return chosen
 
 
-def set_gpu_settings(tuned: bool) -> None:
-    """The project's GPU settings (`tune_gpu`), or PyTorch's defaults for the naive recipe."""
-    if tuned:
-        tune_gpu()
-    elif torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(True)  # PyTorch's defaults (tune_gpu may have changed them)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = True
-
-
 def reset_peak_memory(device: torch.device) -> None:
     """Start counting peak memory afresh (CUDA allocator; on Linux, the process's peak RSS)."""
     if device.type == "cuda":
@@ -245,21 +236,21 @@ def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, devi
     widths = [batch_width(b, args.max_length, recipe["pad_to_max"], recipe["pad_multiple"]) for b in plan]
     g = torch.Generator().manual_seed(args.seed)
     batches = [make_batch(b, w, model.config.vocab_size, g) for b, w in zip(plan, widths)]
-    set_gpu_settings(recipe["tuned"])
     reset_peak_memory(device)
 
-    for step, batch in enumerate(batches):
-        if step == args.warmup:
-            sync(device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(**batch).loss
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-    sync(device)
+    with gpu_training_settings() if recipe["tuned"] else nullcontext():  # naive: PyTorch's defaults
+        for step, batch in enumerate(batches):
+            if step == args.warmup:
+                sync(device)
+                start, cpu_start = time.perf_counter(), time.process_time()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = model(**batch).loss
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        sync(device)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     timed = list(zip(plan, widths))[args.warmup:]

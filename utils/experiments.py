@@ -219,16 +219,15 @@ def all_linear_targets(model: torch.nn.Module) -> list[str]:
 
 def train_and_test(model, tokenizer, data, cfg: RunConfig) -> dict:
     """Train `model` with the recipe's Trainer (best epoch on validation), then test once; checkpoints removed."""
-    from .training import build_trainer, tokenize
+    from .training import build_trainer, tokenize, train_then_test
 
     tokenized = tokenize(data, tokenizer, cfg.max_length)
     trainer = build_trainer(model, tokenizer, tokenized, cfg)
     start = time.perf_counter()
-    trainer.train()
-    train_time = time.perf_counter() - start
+    _, test = train_then_test(trainer, tokenized["test"])
+    train_time = time.perf_counter() - start - test["test_runtime"]
     evals = [h for h in trainer.state.log_history if "eval_accuracy" in h]
     best = max(evals, key=lambda h: h["eval_accuracy"]) if evals else trainer.evaluate()
-    test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
     shutil.rmtree(Path(cfg.output_dir) / "checkpoints", ignore_errors=True)
     return {"test_accuracy": round(test["test_accuracy"], 4), "test_f1": round(test["test_f1"], 4),
             "validation_accuracy": round(best["eval_accuracy"], 4), "best_epoch": best.get("epoch"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig,
-                          DistilBertModel, DistilBertTokenizer, LlamaConfig, LlamaForCausalLM,
+                          DistilBertForSequenceClassification, DistilBertModel, DistilBertTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast)
 
 from .config import SMOKE_DECODER, SMOKE_MODEL, RunConfig, SetupError, check_hub, hub_error
@@ -28,7 +28,7 @@ LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "bert": ["query", "value"], "r
 HEAD_MODULES = {"distilbert": ["pre_classifier", "classifier"], "bert": ["pooler", "classifier"],
                 "roberta": ["classifier"], "llama": ["score"], "mistral": ["score"], "qwen2": ["score"]}
 CACHE_DIR = Path(os.environ.get("LORA_CACHE", Path.home() / ".cache" / "lora-sentiment"))
-SMOKE_CACHE = CACHE_DIR / "smoke-distilbert-v1"
+SMOKE_CACHE = CACHE_DIR / "smoke-distilbert-v2"
 SMOKE_DECODER_CACHE = CACHE_DIR / "smoke-llama-v1"
 # SmolLM2's chat template (ChatML), also given to the smoke decoder's tokenizer.
 CHAT_TEMPLATE = (
@@ -57,7 +57,28 @@ def build_smoke_model(path: Path = SMOKE_CACHE) -> Path:
                               max_position_embeddings=512, pad_token_id=0, dropout=0.0,
                               attention_dropout=0.0, seq_classif_dropout=0.0)
     torch.manual_seed(0)
-    return save_atomically(path, DistilBertModel(config), tokenizer)
+    return save_atomically(path, _pretrain_smoke(DistilBertForSequenceClassification(config), tokenizer, reviews["train"]),
+                           tokenizer)
+
+
+def _pretrain_smoke(model, tokenizer, train, epochs: int = 10) -> DistilBertModel:
+    """Give the random smoke backbone features to adapt: a few seconds of full training on the smoke train split.
+
+    A random backbone has nothing for LoRA on `q_lin`/`v_lin` to adapt (its runs stay near chance), so
+    the smoke model is "pretrained" on the 160 shipped training reviews; only the backbone is kept, and
+    every run adds a fresh head, as with DistilBERT. Seeded: the same model on every machine.
+    """
+    enc = tokenizer(list(train["text"]), truncation=True, max_length=64, padding=True, return_tensors="pt")
+    labels = torch.tensor(train["label"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(labels), generator=generator).split(16):
+            model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx], labels=labels[idx]).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model.distilbert.eval()
 
 
 def save_atomically(path: Path, *parts) -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -12,7 +15,7 @@ from datasets import DatasetDict
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .config import RunConfig, SetupError
+from .config import PROFILES, SMOKE_DATA, RunConfig, SetupError
 from .data import load_imdb
 from .metrics import compute_metrics
 from .model import add_lora, count_parameters, load_backbone, load_tokenizer
@@ -61,26 +64,46 @@ def precision_flags(device: str | None = None) -> dict[str, bool]:
     return {"bf16": device == "cpu" and cpu_has_native_bf16(), "fp16": False}
 
 
-def tune_gpu() -> None:
-    """GPU settings that the recipe relies on (no-ops on a CPU).
+@contextmanager
+def gpu_training_settings() -> Iterator[None]:
+    """For the block only: the GPU settings the recipe trains with (nothing changes without CUDA).
 
-    cuDNN's attention builds a new plan for every sequence length it meets; with dynamic padding
-    that is hundreds of plans in the first epoch (on an H200: 615 samples/s instead of 2,388), so
-    PyTorch's other fused attention kernels (flash, memory-efficient) are used instead.
-    TF32 speeds up whatever still runs in float32.
+    - cuDNN's attention builds a new plan for every sequence length it meets; with dynamic padding that
+      is hundreds of plans in the first epoch (on an H200: 615 samples/s instead of 2,388), so PyTorch's
+      other fused attention kernels (flash, memory-efficient) are used instead.
+    - TF32 (TensorFloat-32: float32 numbers multiplied with a 10-bit mantissa on the tensor cores of
+      Ampere and newer GPUs) speeds up the matrix products that still run in float32.
+    Both are restored afterwards, so evaluation and inference later in the same process run in full
+    float32 precision. It uses torch's `fp32_precision` setting (torch 2.9 and newer raise when the older
+    `allow_tf32` flags are mixed with it).
     """
-    if torch.cuda.is_available():
-        torch.backends.cuda.enable_cudnn_sdp(False)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if not torch.cuda.is_available():
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    cudnn_sdp, precision = torch.backends.cuda.cudnn_sdp_enabled(), matmul.fp32_precision
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    matmul.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
+        matmul.fp32_precision = precision
+
+
+def single_process() -> bool:
+    """True unless torchrun / accelerate launch started several processes for this run."""
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def training_arguments(cfg: RunConfig) -> TrainingArguments:
     """The Trainer settings of the recipe: evaluate and save each epoch, keep the best, group by length.
 
     On a GPU: mixed precision (`precision_flags`), the profile's large batch (gpu: 64, with a learning
-    rate scaled to it), a smaller batch tried automatically on out-of-memory, and dataloader workers
-    that pad the next batches while the GPU computes.
+    rate scaled to it), and dataloader workers that pad the next batches while the GPU computes. With
+    one process on CUDA, `auto_find_batch_size`: on out-of-memory, accelerate retries the whole training
+    loop from step 0 with 0.9x the batch (the evaluation batch is not shrunk). Not under torchrun, where
+    one process's retry would leave the others waiting.
     """
     device = train_device(cfg.use_cpu)
     cuda = device == "cuda"
@@ -103,9 +126,9 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
         logging_steps=max(1, min(50, cfg.train_size or 50) // 5),
         seed=cfg.seed,
         use_cpu=device == "cpu",  # else CUDA or Apple's MPS; on a CPU, torchrun's processes talk through gloo
-        auto_find_batch_size=cuda,  # on out-of-memory, halve the batch and go on
+        auto_find_batch_size=cuda and single_process(),  # on out-of-memory: retry from step 0 at 0.9x the batch
         dataloader_num_workers=workers,
-        dataloader_persistent_workers=workers > 0,  # keep them between epochs and evaluations
+        dataloader_persistent_workers=workers > 0,  # kept between epochs (so the test split goes through predict)
         ddp_find_unused_parameters=False,  # every trainable (LoRA, head) weight is used: skip the search
         report_to="none",
         **precision_flags(device),
@@ -114,7 +137,6 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
 
 def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> Trainer:
     """A Trainer for `model`: trains on `train`, picks the best epoch on `validation`, pads each batch dynamically."""
-    tune_gpu()
     # Pad each batch to its longest review; on a GPU round up to a multiple of 8 for the tensor cores.
     multiple = PAD_TO_MULTIPLE_OF if train_device(cfg.use_cpu) == "cuda" else None
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
@@ -186,11 +208,22 @@ def run_training(cfg: RunConfig, log=print) -> dict:
         trainer = build_trainer(model, tokenizer, tokenized, dataclasses.replace(cfg, output_dir=str(staging_dir(out))))
         if last:
             log(f"Resuming from {last}")
-        train_out = trainer.train(resume_from_checkpoint=last)
-        # The best epoch was chosen on the validation reviews (load_best_model_at_end restored its
-        # weights); the test split is evaluated once, now, with those weights.
-        test = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
+        train_out, test = train_then_test(trainer, tokenized["test"], resume_from_checkpoint=last)
         return save_run(trainer, tokenized, cfg, train_out, test, source)
+
+
+def train_then_test(trainer: Trainer, test_split, resume_from_checkpoint: str | None = None) -> tuple:
+    """`trainer.train()` (with the GPU settings of `gpu_training_settings`), then the test split scored once.
+
+    The best epoch was chosen on the validation reviews (`load_best_model_at_end` restored its weights);
+    the test split is scored once, with those weights, by `trainer.predict`, which builds a loader for
+    the split it is given. (`trainer.evaluate(test)` would not, with persistent dataloader workers: it
+    returns the loader it cached for the validation split; huggingface/transformers#30527.)
+    Returns `(train_output, test_metrics)`, the metrics named `test_accuracy` and so on.
+    """
+    with gpu_training_settings():
+        train_out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return train_out, trainer.predict(test_split, metric_key_prefix="test").metrics
 
 
 def save_run(trainer: Trainer, tokenized: DatasetDict, cfg: RunConfig, train_out, test: dict, source: str) -> dict:
@@ -236,10 +269,25 @@ def describe_device(device: str) -> str:
     return "mps" if device == "mps" else f"cpu x{torch.get_num_threads()}"
 
 
-def ensure_adapter(cfg: RunConfig, log=print) -> Path:
-    """The adapter to evaluate: LORA_ADAPTER if set, else `cfg.output_dir`'s; trains one first, saying so, if none.
+# A small, fast run for lessons 04-06 when lesson 03's adapter is not there (a fresh Colab VM, say):
+# the `cpu` profile's sizes, on whatever device there is (a few minutes on a CPU, well under one on a GPU).
+SMALL_RUN = ("train_size", "eval_size", "val_size", "max_length", "epochs", "batch_size", "lr")
 
-    LORA_ADAPTER=folder lets a workshop skip training: lessons 04-06 then use that ready adapter.
+
+def small_run_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` cut to the `cpu` profile's sizes (no larger than `cfg`'s own), in its own output folder."""
+    small = {k: PROFILES["cpu"][k] for k in SMALL_RUN}
+    if cfg.data_dir == SMOKE_DATA or (cfg.train_size is not None and cfg.train_size <= small["train_size"]):
+        return cfg  # already small (the smoke set, the cpu profile): nothing to cut
+    return dataclasses.replace(cfg, **small, output_dir=f"{cfg.output_dir}-small")
+
+
+def find_or_train_adapter(cfg: RunConfig, log=print) -> Path:
+    """The adapter folder for lessons 04-06: lesson 03's, else train a small one now, saying so and how long it took.
+
+    In order: LORA_ADAPTER (a ready adapter, for workshops), the adapter lesson 03 (or the script) saved
+    in `cfg.output_dir/adapter`, a small run's saved earlier, else a small run now (`small_run_config`:
+    the `cpu` profile's sizes, so a fresh GPU machine does not retrain the full `gpu` profile).
     """
     ready = os.environ.get("LORA_ADAPTER")
     if ready:
@@ -248,11 +296,15 @@ def ensure_adapter(cfg: RunConfig, log=print) -> Path:
                              "point it at the adapter/ folder of a finished run, or unset it.")
         log(f"Using the ready adapter LORA_ADAPTER={ready}")
         return Path(ready)
-    out = Path(cfg.output_dir)
-    if (out / "metrics.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
-        log(f"Using the adapter trained earlier: {out / 'adapter'}")
-    else:
-        log(f"No finished run in {out}: training an adapter now on the {cfg.profile!r} profile "
-            "(lesson 03 explains each step).")
-        run_training(cfg, log)
-    return out / "adapter"
+    small = small_run_config(cfg)
+    for run in dict.fromkeys([cfg, small], None):
+        adapter = Path(run.output_dir) / "adapter"
+        if (adapter / "adapter_config.json").is_file():
+            log(f"Using the adapter trained earlier: {adapter}")
+            return adapter
+    log(f"No adapter from lesson 03 in {Path(cfg.output_dir) / 'adapter'}: training a small one now "
+        f"({small.train_size:,} reviews, max length {small.max_length}, on {train_device(small.use_cpu)}).")
+    start = time.perf_counter()
+    run_training(small, log)
+    log(f"Trained the small adapter in {time.perf_counter() - start:.0f} s: {Path(small.output_dir) / 'adapter'}")
+    return Path(small.output_dir) / "adapter"
