@@ -134,3 +134,83 @@ def test_ready_adapter_from_environment(smoke_run, monkeypatch, tmp_path):
     monkeypatch.setenv("LORA_ADAPTER", str(tmp_path))
     with pytest.raises(SetupError, match="LORA_ADAPTER"):
         find_or_train_adapter(resolve_config("smoke", output_dir=str(tmp_path)))
+
+
+def test_test_split_is_scored_from_its_own_loader_with_persistent_workers(tmp_path, monkeypatch):
+    """With persistent dataloader workers (on by default on CUDA), the test metrics are the test split's.
+
+    trainer.evaluate(test) would return the loader cached for the validation split
+    (huggingface/transformers#30527); train_then_test scores the test split with trainer.predict.
+    """
+    import dataclasses
+
+    from utils import training
+
+    plain = training.training_arguments
+    monkeypatch.setattr(training, "training_arguments", lambda cfg: dataclasses.replace(
+        plain(cfg), dataloader_num_workers=1, dataloader_persistent_workers=True))
+    cfg = resolve_config("smoke", epochs=1, output_dir=str(tmp_path))
+    metrics = run_training(cfg, log=lambda _: None)
+    assert metrics["eval_size"] == 80 and metrics["val_size"] == 32
+    assert metrics["test_loss"] != metrics["validation"]["eval_loss"]
+
+    from utils.data import load_imdb
+    from utils.model import add_lora, load_backbone
+
+    data = tokenize(load_imdb(cfg)[0], load_tokenizer(cfg.model), 64)
+    trainer = training.build_trainer(add_lora(load_backbone(cfg.model), cfg), load_tokenizer(cfg.model), data,
+                                     dataclasses.replace(cfg, output_dir=str(tmp_path / "again")))
+    assert trainer.args.dataloader_persistent_workers
+    trainer.evaluate()  # caches the validation loader, as the epoch's evaluation does
+    out = trainer.predict(data["test"], metric_key_prefix="test")
+    assert len(out.predictions) == len(data["test"]) == 80  # the test loader holds the test rows
+    assert sorted(out.label_ids.tolist()) == sorted(data["test"]["label"])  # its labels (in the loader's order)
+
+
+def test_gpu_training_settings_are_restored(monkeypatch):
+    """cuDNN attention off and TF32 matmuls only inside the block (faked CUDA); nothing changes without CUDA."""
+    import torch
+
+    from utils.training import gpu_training_settings
+
+    matmul = torch.backends.cuda.matmul
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), matmul.fp32_precision)
+    with gpu_training_settings():
+        assert (torch.backends.cuda.cudnn_sdp_enabled(), matmul.fp32_precision) == before  # no CUDA here
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    with gpu_training_settings():
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and matmul.fp32_precision == "tf32"
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), matmul.fp32_precision) == before
+
+
+def test_auto_find_batch_size_only_for_one_cuda_process(monkeypatch):
+    """accelerate's retry (0.9x the batch, from step 0) is on for one CUDA process, never under torchrun."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    from utils import training
+
+    monkeypatch.setattr(training, "TrainingArguments", lambda **kw: kw)  # the arguments, without a CUDA device
+    cfg = resolve_config("gpu", output_dir="out")
+    assert training.training_arguments(cfg)["auto_find_batch_size"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not training.training_arguments(cfg)["auto_find_batch_size"]
+
+
+def test_small_run_for_lessons_without_lesson_03s_adapter():
+    """A fresh GPU machine trains the cpu profile's sizes for lessons 04-06, in its own folder; small runs stay."""
+    from utils.training import small_run_config
+
+    small = small_run_config(resolve_config("gpu", output_dir="outputs/gpu-run"))
+    assert (small.train_size, small.eval_size, small.val_size, small.max_length, small.epochs) == (2000, 1000, 500, 256, 1)
+    assert small.output_dir == "outputs/gpu-run-small" and small.model == "distilbert-base-uncased"
+    for profile in ("cpu", "smoke"):
+        cfg = resolve_config(profile)
+        assert small_run_config(cfg) is cfg
+
+
+def test_find_or_train_adapter_trains_a_small_one_and_says_how_long(tmp_path):
+    logged = []
+    adapter = find_or_train_adapter(resolve_config("smoke", epochs=1, output_dir=str(tmp_path)), log=logged.append)
+    assert adapter == tmp_path / "adapter" and (adapter / "adapter_config.json").is_file()
+    assert "training a small one now" in logged[0] and logged[-1].startswith("Trained the small adapter in ")

@@ -19,8 +19,9 @@ from .config import PROFILES, SMOKE_DATA, RunConfig, SetupError
 from .data import load_imdb
 from .metrics import compute_metrics
 from .model import add_lora, count_parameters, load_backbone, load_tokenizer
-from .predict import quiet_transformers
-from .runs import check_max_length, output_lock, publish, save_adapter, staging_dir, validate_config
+from .adapter import save_adapter
+from .runs import check_max_length, output_lock, publish, staging_dir, validate_config
+from .system import cpu_has_native_bf16, describe_device, quiet_transformers, write_json  # noqa: F401 - lessons import these from here
 
 
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")  # validation, each epoch
@@ -32,11 +33,6 @@ def tokenize(data: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
     """Turn `text` into token ids, truncated to `max_length` and not padded (the collator pads each batch)."""
     return data.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
                     batched=True, remove_columns=["text"])
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs that compute bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slowly."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def train_device(use_cpu: bool = False) -> str:
@@ -143,13 +139,6 @@ def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> T
     return Trainer(model=model, args=training_arguments(cfg), train_dataset=tokenized["train"],
                    eval_dataset=tokenized["validation"], processing_class=tokenizer, data_collator=collator,
                    compute_metrics=compute_metrics)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: torchrun starts several
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def resume_point(cfg: RunConfig) -> str | None:
@@ -262,13 +251,6 @@ def save_run(trainer: Trainer, tokenized: DatasetDict, cfg: RunConfig, train_out
     return metrics
 
 
-def describe_device(device: str) -> str:
-    """A short name of the training device: the GPU's name, `mps`, or `cpu xN` (N threads)."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return "mps" if device == "mps" else f"cpu x{torch.get_num_threads()}"
-
-
 # A small, fast run for lessons 04-06 when lesson 03's adapter is not there (a fresh Colab VM, say):
 # the `cpu` profile's sizes, on whatever device there is (a few minutes on a CPU, well under one on a GPU).
 SMALL_RUN = ("train_size", "eval_size", "val_size", "max_length", "epochs", "batch_size", "lr")
@@ -297,13 +279,14 @@ def find_or_train_adapter(cfg: RunConfig, log=print) -> Path:
         log(f"Using the ready adapter LORA_ADAPTER={ready}")
         return Path(ready)
     small = small_run_config(cfg)
-    for run in dict.fromkeys([cfg, small], None):
-        adapter = Path(run.output_dir) / "adapter"
+    for folder in dict.fromkeys([cfg.output_dir, small.output_dir]):
+        adapter = Path(folder) / "adapter"
         if (adapter / "adapter_config.json").is_file():
             log(f"Using the adapter trained earlier: {adapter}")
             return adapter
+    reviews = f"{small.train_size:,}" if small.train_size else "all the"
     log(f"No adapter from lesson 03 in {Path(cfg.output_dir) / 'adapter'}: training a small one now "
-        f"({small.train_size:,} reviews, max length {small.max_length}, on {train_device(small.use_cpu)}).")
+        f"({reviews} training reviews, max length {small.max_length}, on {train_device(small.use_cpu)}).")
     start = time.perf_counter()
     run_training(small, log)
     log(f"Trained the small adapter in {time.perf_counter() - start:.0f} s: {Path(small.output_dir) / 'adapter'}")
