@@ -12,42 +12,27 @@ from __future__ import annotations
 
 import argparse
 
-from utils.config import PROFILES, resolve_config, run_cli, set_threads
+from utils.config import OneLineParser, add_config_arguments, resolve_config, run_cli, set_threads
 
 EXAMPLES = ["This movie was absolutely fantastic!", "I was really disappointed by this film."]
+# Every setting of utils.config.RunConfig but lesson 06's decoder (the script trains the one --model names).
+OPTIONS = ("profile", "model", "data_dir", "train_size", "eval_size", "val_size", "max_length", "epochs",
+           "batch_size", "lr", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed", "use_cpu",
+           "output_dir")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every other bad input of the script."""
-
-    def error(self, message: str):
-        """Exit with `Error: <what is wrong>` (argparse would print the whole usage first)."""
-        self.exit(2, f"Error: {message} (python {self.prog} --help lists the options)\n")
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options: RunConfig's fields (type and help declared there), and --bundle."""
+    p = OneLineParser(description=__doc__.split("\n")[0])
+    add_config_arguments(p, OPTIONS)
+    p.add_argument("--bundle", help="a room bundle (python -m utils.bundle DIR): its model and IMDB instead of "
+                                    "the Hub's (default: LORA_BUNDLE)")
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; any option left out comes from the profile (or LORA_* variables)."""
-    p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=list(PROFILES), help="gpu, cpu or smoke (default: LORA_PROFILE, else gpu if CUDA else cpu)")
-    p.add_argument("--model", help="Hub name or local checkpoint folder (default: distilbert-base-uncased)")
-    p.add_argument("--data-dir", help="local IMDB: train/test parquet or csv (text,label), or the aclImdb folder")
-    p.add_argument("--bundle", help="a room bundle (python -m utils.bundle DIR): its model and IMDB instead of "
-                                    "the Hub's (default: LORA_BUNDLE)")
-    p.add_argument("--train-size", type=int, help="seeded, stratified subset of the training reviews")
-    p.add_argument("--eval-size", type=int, help="seeded, stratified subset of the test reviews")
-    p.add_argument("--val-size", type=int, help="validation reviews carved from the training split (pick the best epoch)")
-    p.add_argument("--max-length", type=int, help="tokens kept per review")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate (LoRA wants ~10x a full fine-tune's)")
-    p.add_argument("--lora-r", type=int, help="rank of the LoRA update")
-    p.add_argument("--lora-alpha", type=int, help="scale of the LoRA update (alpha / r)")
-    p.add_argument("--lora-dropout", type=float)
-    p.add_argument("--target-modules", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
-                   help="comma-separated module names to adapt (default: from the architecture)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--output-dir", help="where checkpoints, adapter/ and metrics.json go")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,10 @@ def test_smoke_run_writes_both_recipes(tmp_path, keep_threads, monkeypatch, nati
     for recipe in (naive, project):
         assert recipe["samples_per_s"] > 0 and recipe["real_tokens_per_s"] > 0 and recipe["peak_memory_mb"] > 0
         assert 0 <= recipe["padded_fraction"] <= 1
+        assert recipe["achieved_gflops"] == pytest.approx(recipe["train_gflop"] / recipe["seconds"], rel=0.05)
+        peak = report["matmul_peak"]["gflops"][recipe["precision"]]
+        assert recipe["peak_fraction"] == pytest.approx(recipe["achieved_gflops"] / peak, abs=0.002)
+    assert report["matmul_peak"]["shape"] == "4096x128 @ 128x256"  # the tiny model's feed-forward layer
     assert project["padded_fraction"] < naive["padded_fraction"]
     ratio = project["samples_per_s"] / naive["samples_per_s"]
     assert report["ratio"]["samples_per_s"] == pytest.approx(ratio, rel=0.01)
@@ -93,6 +97,17 @@ def test_smoke_run_writes_both_recipes(tmp_path, keep_threads, monkeypatch, nati
     else:
         assert "no native bf16" in report["project_bf16"]["skipped"] and "bf16_vs_fp32" not in report
         assert "CPU bf16: skipped" in text and "project bf16" not in text
+
+
+def test_flop_count_of_distilbert_base():
+    """About 89 MFLOP per token forward at 256 tokens (linear layers 85, attention 5), twice that per LoRA step."""
+    from transformers import DistilBertConfig
+
+    config = DistilBertConfig()
+    per_token = bench.forward_flop(config, 1, 256) / 256
+    linear = 6 * 2 * (4 * 768 * 768 + 2 * 768 * 3072)  # q, k, v, out, and the feed-forward pair, 6 layers
+    assert 88e6 < per_token < 91e6 and per_token > linear
+    assert bench.train_step_flop(config, 16, 256) == 2 * bench.forward_flop(config, 16, 256)
 
 
 def test_cpu_recipes():
@@ -124,14 +139,22 @@ def test_no_unix_only_module_at_top_level():
 
 
 def test_peak_memory_without_resource(monkeypatch):
-    """Where `resource` is missing (Windows) the CPU peak memory comes from the Windows counters, else None."""
+    """Where `resource` is missing (Windows) the CPU peak memory is psutil's peak working set, else None."""
+    import psutil
+
+    from utils import system
+
+    real = psutil.Process().memory_info()
     monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` now raises ImportError
-    monkeypatch.setattr(bench, "windows_peak_memory_mb", lambda: 123.0)
+    windows = type("pmem", (), {"rss": real.rss, "peak_wset": 123 * 2**20})()
+    monkeypatch.setattr(system.psutil.Process, "memory_info", lambda self: windows)
     assert bench.peak_memory_mb(torch.device("cpu")) == 123.0
+    monkeypatch.setattr(system.psutil.Process, "memory_info", lambda self: real)
+    assert bench.peak_memory_mb(torch.device("cpu")) is None  # neither counter: no figure rather than a wrong one
     monkeypatch.undo()
     assert bench.peak_memory_mb(torch.device("cpu")) > 0  # this machine's own counters
     if sys.platform != "win32":
-        assert bench.windows_peak_memory_mb() is None  # no psapi here
+        assert not hasattr(psutil.Process().memory_info(), "peak_wset")  # psutil has no peak here: resource gives it
 
 
 @pytest.mark.parametrize("capability, precision", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])

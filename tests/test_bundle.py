@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import bundle
+from utils import bundle, config
 from utils.config import SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,11 +176,11 @@ def test_a_bundle_s_copy_of_a_hub_model_is_named_by_its_hub_name(tmp_path, monke
     (room / "model").mkdir(parents=True)
     (room / "bundle.json").write_text(json.dumps({"model": {"path": "model", "source": "hub: distilbert-base-uncased"},
                                                   "decoder": None}))
-    assert bundle.hub_source(room / "model") == "distilbert-base-uncased"
-    assert bundle.hub_source(tmp_path) is None
+    assert config.hub_source(room / "model") == "distilbert-base-uncased"
+    assert config.hub_source(tmp_path) is None
     monkeypatch.delenv("LORA_BUNDLE", raising=False)
-    assert bundle.bundled_model("distilbert-base-uncased") is None
+    assert config.bundled_model("distilbert-base-uncased") is None
     monkeypatch.setenv("LORA_BUNDLE", str(room))
-    assert bundle.bundled_model("distilbert-base-uncased") == (room / "model").resolve()
-    assert bundle.bundled_model("model") == (room / "model").resolve()
-    assert bundle.bundled_model("gpt2") is None
+    assert config.bundled_model("distilbert-base-uncased") == (room / "model").resolve()
+    assert config.bundled_model("model") == (room / "model").resolve()
+    assert config.bundled_model("gpt2") is None

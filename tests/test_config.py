@@ -2,8 +2,9 @@
 
 import pytest
 
-from utils import config
-from utils.config import PROFILES, SetupError, check_hub, resolve_config
+from utils import config, hub
+from utils.config import PROFILES, SetupError, resolve_config
+from utils.hub import check_hub
 
 
 def test_argument_beats_environment_beats_profile(monkeypatch):
@@ -43,13 +44,13 @@ def test_table_lists_every_setting():
 
 
 def test_hub_reachable_is_false_for_a_closed_port(monkeypatch):
-    monkeypatch.setattr(config, "HUB_HOST", ("127.0.0.1", 1))  # loopback, nothing listens there
-    assert config.hub_reachable(timeout=1) is False
+    monkeypatch.setattr(hub, "HUB_HOST", ("127.0.0.1", 1))  # loopback, nothing listens there
+    assert hub.hub_reachable(timeout=1) is False
 
 
 def test_unreachable_hub_fails_fast_with_what_to_do(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(config, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(SetupError) as err:
         check_hub("the model 'x'")
     for hint in ("--data-dir", "--model", "--profile smoke", "the model 'x'"):
@@ -58,7 +59,7 @@ def test_unreachable_hub_fails_fast_with_what_to_do(monkeypatch):
 
 def test_offline_mode_skips_the_network_check(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(config, "hub_reachable", lambda timeout=3.0: pytest.fail("network checked"))
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: pytest.fail("network checked"))
     check_hub("anything")
 
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from utils.config import SetupError, resolve_config
-from utils.data import clean_text, load_imdb, load_local_imdb, load_smoke_reviews, split_validation, stratified_subset
+from utils.data import (clean_text, load_imdb, load_local_imdb, load_smoke_reviews, split_validation, stratified_subset,
+                        write_smoke_parquet)
 
 ROWS = [("Great film.<br /><br />Loved it", 1), ("Awful   plot.", 0), ("Fine acting<br/>superb", 1), ("Dull.", 0)]
 
@@ -86,3 +87,12 @@ def test_validation_is_carved_from_train_without_overlap():
     assert val["text"] == split_validation(train, 32, seed=3)[1]["text"]
     with pytest.raises(SetupError, match="val-size"):
         split_validation(train, len(train), seed=3)
+
+
+def test_smoke_parquet_copy_loads_as_the_smoke_set(tmp_path):
+    """write_smoke_parquet's train/test files, read as a local folder, are the shipped smoke set."""
+    write_smoke_parquet(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.parquet", "train.parquet"]
+    local, shipped = load_local_imdb(tmp_path), load_smoke_reviews()
+    for split in ("train", "test"):
+        assert local[split].to_dict() == shipped[split].to_dict()

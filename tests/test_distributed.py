@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,8 +30,17 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert log.count("Data: ") == 2, "both processes should load the data"
     assert run.stdout.count("Final evaluation results") == 1, "only the first process reports"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train_size"] == 64 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["train_size"] == 64 and metrics["eval_size"] == 32
     # 64 reviews in batches of 16 per process, 2 processes: 2 optimizer steps (one process would take 4).
     assert max(h["step"] for h in metrics["log_history"]) == 2
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # The adapter the first process saved is the model that was tested: it scores the same 32 reviews alike.
+    from utils.config import resolve_config
+    from utils.data import load_imdb
+    from utils.predict import SentimentPredictor
+
+    test = load_imdb(resolve_config("smoke", train_size=64, eval_size=32))[0]["test"]
+    predicted = [r["label"] for r in SentimentPredictor.from_pretrained(out / "adapter")(list(test["text"]))]
+    accuracy = sum(p == ("POSITIVE" if y else "NEGATIVE") for p, y in zip(predicted, test["label"])) / len(predicted)
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1 / 32 + 1e-9)  # one review near 0.5 may flip

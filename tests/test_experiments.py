@@ -30,7 +30,9 @@ def test_default_runs_and_what_each_records(results, capsys):
     assert list(data["runs"]) == list(experiments.DEFAULT_RUNS)  # full fine-tuning not among them
     for name, row in data["runs"].items():
         assert KEYS <= row.keys(), name
-        assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["validation_accuracy"] <= 1
+        # scored on the 16 test and 8 validation reviews: whole numbers of reviews right
+        assert row["test_accuracy"] * 16 == pytest.approx(round(row["test_accuracy"] * 16), abs=1e-3), name
+        assert row["validation_accuracy"] * 8 == pytest.approx(round(row["validation_accuracy"] * 8), abs=1e-3), name
         assert row["disk_bytes"] > 0 and row["peak_memory_mb"] > 0
         assert row["config"]["train_size"] == 32 and row["config"]["val_size"] == 8 and row["config"]["epochs"] == 1
     runs = data["runs"]
@@ -38,12 +40,26 @@ def test_default_runs_and_what_each_records(results, capsys):
     assert runs["majority"]["test_accuracy"] == 0.5  # the stratified test set is balanced
     assert runs["tfidf"]["trainable_params"] == runs["tfidf"]["settings"]["features"] + 1  # coefficients + intercept
     assert runs["tfidf"]["settings"]["C"] in experiments.TFIDF_C
-    # head only < LoRA (head + adapters); the smoke recipe already adapts every linear layer
+    # head only < LoRA (head + adapters on q_lin, v_lin: the smoke profile has the lessons' targets) < every linear layer
     assert 0 < runs["head_only"]["trainable_params"] < runs["lora"]["trainable_params"]
-    assert runs["lora"]["trainable_params"] == runs["lora_all_linear"]["trainable_params"]
+    assert runs["lora"]["trainable_params"] < runs["lora_all_linear"]["trainable_params"]
+    assert runs["lora"]["settings"]["target_modules"] == ["q_lin", "v_lin"]
     assert runs["head_only"]["model_params"] == runs["lora"]["model_params"]
     assert runs["lora"]["trainable_share"] == pytest.approx(
         runs["lora"]["trainable_params"] / runs["lora"]["model_params"], abs=1e-6)
+
+
+def test_the_lora_row_is_the_saved_adapter_s_accuracy(results):
+    """The LoRA row's test accuracy is what its saved adapter scores on the same 16 test reviews."""
+    from utils.data import load_imdb
+    from utils.predict import SentimentPredictor
+
+    data, tmp = results
+    test = load_imdb(resolve_config("smoke", train_size=32, val_size=8, eval_size=16, max_length=32))[0]["test"]
+    predicted = [r["label"] for r in SentimentPredictor.from_pretrained(tmp / "work" / "lora" / "adapter")(
+        list(test["text"]))]
+    accuracy = sum(p == ("POSITIVE" if y else "NEGATIVE") for p, y in zip(predicted, test["label"])) / len(predicted)
+    assert accuracy == pytest.approx(data["runs"]["lora"]["test_accuracy"], abs=1 / 16 + 1e-9)  # one may flip
 
 
 def test_results_record_command_machine_and_sweep(results):

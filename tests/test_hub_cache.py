@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import config
-from utils.config import SetupError, check_hub, in_hf_cache
+from utils import hub as config
+from utils.config import SetupError
+from utils.hub import check_hub, in_hf_cache
 from utils.data import SMOKE_CSV
 from utils.model import build_smoke_model
 
@@ -119,20 +120,20 @@ def test_cached_model_is_used_and_the_rest_fails_fast(offline_room, monkeypatch,
     from huggingface_hub import constants
 
     fake_cached_model(offline_room, "distilbert-base-uncased", build_smoke_model())
-    check_hub("the model 'distilbert-base-uncased'")
-    check_hub("the model 'distilbert-base-uncased'")  # the tokenizer, then the model: said once
+    check_hub("the model 'distilbert-base-uncased'", "distilbert-base-uncased")
+    check_hub("the model 'distilbert-base-uncased'", "distilbert-base-uncased")  # the tokenizer, then the model: said once
     assert capsys.readouterr().out == "Hub unreachable: using the cached copy of the model 'distilbert-base-uncased'\n"
     assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
     monkeypatch.setattr(config, "hub_reachable", lambda timeout=3.0: pytest.fail("network checked twice"))
     with pytest.raises(SetupError, match="the dataset stanfordnlp/imdb"):
-        check_hub("the dataset stanfordnlp/imdb")
+        check_hub("the dataset stanfordnlp/imdb", "stanfordnlp/imdb", "dataset")
 
 
 def test_nothing_cached_fails_fast(offline_room):
     """Nothing in the cache: the error names what is missing and the offline ways out, and the mirror's host."""
     start = time.perf_counter()
     with pytest.raises(SetupError) as err:
-        check_hub("the model 'distilbert-base-uncased'")
+        check_hub("the model 'distilbert-base-uncased'", "distilbert-base-uncased")
     assert time.perf_counter() - start < 5
     for hint in ("127.0.0.1:9", "LORA_BUNDLE", "--model", "--data-dir", "--profile smoke"):
         assert hint in str(err.value)

@@ -131,3 +131,43 @@ def test_convert_gguf_skips_a_finished_copy(tmp_path):
     ready = build_smoke_decoder(tmp_path / "ready")
     assert llm.convert_gguf(tmp_path / "missing.whl", ready) == ready  # already converted: nothing to do
     assert llm.main(["convert", str(tmp_path / "missing.whl"), str(ready)]) == 0
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_decoder_run_config_caps_the_sizes_and_keeps_the_lora_settings(profile):
+    cfg = resolve_config(profile)
+    dec = llm.decoder_run_config(cfg)
+    assert dec.model == cfg.decoder and dec.output_dir == f"{cfg.output_dir}-llm" and dec.target_modules is None
+    for name, limit in llm.DECODER_LIMITS.items():
+        mine = getattr(cfg, name)
+        assert getattr(dec, name) == (limit if mine is None else min(mine, limit)), name
+    assert (dec.lora_r, dec.lora_alpha, dec.lora_dropout, dec.epochs, dec.seed) == (
+        cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.epochs, cfg.seed)
+
+
+def test_qlora_blocker_tells_missing_cuda_missing_package_and_restart_apart(monkeypatch):
+    """peft caches whether bitsandbytes is there: installed after that, it needs a restart, not another install."""
+    import importlib.util
+
+    import peft.import_utils
+
+    real_find_spec = importlib.util.find_spec
+    state = {"cuda": False, "installed": False, "peft_sees_it": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: state["cuda"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if state["installed"] else None)
+                        if name == "bitsandbytes" else real_find_spec(name, *a))
+    monkeypatch.setattr(peft.import_utils, "is_bnb_4bit_available", lambda: state["peft_sees_it"])
+    assert "no CUDA GPU" in llm.qlora_blocker()
+    state["cuda"] = True
+    assert "pip install bitsandbytes" in llm.qlora_blocker()
+    state["installed"] = True
+    assert "restart the runtime" in llm.qlora_blocker() and "after peft" in llm.qlora_blocker()
+    state["peft_sees_it"] = True
+    assert llm.qlora_blocker() is None
+
+
+def test_peft_caches_whether_bitsandbytes_is_there():
+    """The reason for the restart line: peft's check is computed once per process (functools.lru_cache)."""
+    from peft.import_utils import is_bnb_4bit_available, is_bnb_available
+
+    assert hasattr(is_bnb_available, "cache_info") and hasattr(is_bnb_4bit_available, "cache_info")

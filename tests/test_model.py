@@ -1,16 +1,20 @@
-"""utils.model: the offline smoke backbone, LoRA targets per architecture, exact trainable counts, bad names."""
+"""utils.model: the offline smoke backbone, LoRA targets per architecture, exact trainable counts, bad names.
+
+(tests/test_lesson02.py checks that load_backbone, lora_config and add_lora equal lesson 02's cells.)
+"""
 
 import json
 
 import pytest
 import torch
+from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
 from utils import config
-from utils.config import SMOKE_MODEL, SetupError, resolve_config
+from utils.config import PROFILES, SMOKE_MODEL, SetupError, resolve_config
 from utils.data import load_smoke_reviews
 from utils.model import (HEAD_MODULES, add_lora, base_model_reference, build_smoke_model, count_parameters, default_targets,
-                         load_backbone, load_tokenizer, resolve_model_path)
+                         load_backbone, load_tokenizer, lora_config, resolve_model_path)
 
 
 def tiny_bert() -> BertForSequenceClassification:
@@ -58,6 +62,28 @@ def test_lora_trains_exactly_the_adapters_and_the_head():
     assert trainable == expected
     assert total > trainable
     assert set(peft_model.peft_config["default"].modules_to_save) >= set(HEAD_MODULES["bert"])
+
+
+def test_every_profile_has_the_lessons_lora_settings(monkeypatch):
+    for name in ("LORA_LORA_R", "LORA_LORA_ALPHA", "LORA_LORA_DROPOUT", "LORA_TARGET_MODULES", "LORA_MODEL", "LORA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    backbone = load_backbone(SMOKE_MODEL)  # a DistilBERT, as the cpu and gpu profiles' model
+    for profile in PROFILES:  # lesson 02: LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, ...)
+        config = lora_config(backbone, resolve_config(profile))
+        assert (config.task_type, config.r, config.lora_alpha, config.lora_dropout, set(config.target_modules)) == (
+            TaskType.SEQ_CLS, 8, 16, 0.1, {"q_lin", "v_lin"}), profile
+
+
+def test_peft_trains_and_saves_a_seq_cls_head_it_was_not_told_about():
+    # Lesson 02 teaches this peft behaviour: for SEQ_CLS it appends `classifier` and `score` to modules_to_save
+    # and matches by the end of the name, so DistilBERT's whole head is trained and saved; a BERT's pooler is not.
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["q_lin", "v_lin"])
+    model = get_peft_model(load_backbone(SMOKE_MODEL), config)
+    saved = {k.removeprefix("base_model.model.").rsplit(".", 1)[0] for k in get_peft_model_state_dict(model) if "lora_" not in k}
+    assert saved == {"pre_classifier", "classifier"}
+    bert = get_peft_model(tiny_bert(), LoraConfig(task_type=TaskType.SEQ_CLS, r=8, target_modules=["query", "value"]))
+    trained = [n for n, p in bert.named_parameters() if p.requires_grad]
+    assert any(".classifier." in n for n in trained) and not any(".pooler." in n for n in trained)
 
 
 def test_unknown_target_module_is_explained():

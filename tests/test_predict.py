@@ -127,10 +127,22 @@ def test_a_megabyte_review_is_cut_fast(predictor):
 def test_non_english_text_and_emoji_are_accepted(predictor):
     texts = ["Ce film était magnifique, je l'ai adoré !", "这部电影太棒了", "Фильм ужасный", "😍😍😍", "great 👍"]
     results = predictor(texts)
-    assert [r["label"] in ("POSITIVE", "NEGATIVE") for r in results] == [True] * len(texts)
-    assert all(0.5 <= r["score"] <= 1 for r in results)
+    probs = predictor.probabilities(texts)  # the same model outputs, as numbers: the labels and scores follow them
+    assert [r["label"] for r in results] == ["POSITIVE" if p[1] > p[0] else "NEGATIVE" for p in probs.tolist()]
+    assert [r["score"] for r in results] == [round(max(p), 4) for p in probs.tolist()]
     words = [w for w, _ in predictor.explain("great 👍 film")]
     assert words == ["great", "👍", "film"]
+
+
+def test_the_smoke_adapter_labels_the_smoke_test_reviews(predictor):
+    """The trained smoke adapter gets the shipped test reviews right (a broken recipe lands near 0.5)."""
+    from utils.data import load_smoke_reviews
+
+    test = load_smoke_reviews()["test"]
+    labels = [r["label"] for r in predictor(list(test["text"]))]
+    accuracy = sum(label == ("POSITIVE" if y else "NEGATIVE") for label, y in zip(labels, test["label"])) / len(labels)
+    assert accuracy >= 0.9, accuracy
+    assert predictor(test["text"][0])[0]["label"] == ("POSITIVE" if test["label"][0] else "NEGATIVE")
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from utils.config import SetupError, resolve_config
 from utils.data import load_local_imdb, load_smoke_reviews
 from utils.model import add_lora, build_smoke_model, load_backbone
 from utils.predict import SentimentPredictor, load_adapter
-from utils.runs import LOCK_NAME, output_lock, publish, staging_dir, validate_config
+from utils.runs import HOLDER_NAME, LOCK_NAME, output_lock, publish, staging_dir, validate_config
 from utils.training import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda *args: None)
+SMOKE = {k: getattr(resolve_config("smoke"), k) for k in ("lora_r", "epochs")}  # the finished run's settings
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -84,7 +85,7 @@ def test_a_rerun_killed_while_training_leaves_the_finished_run_unchanged(finishe
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the finished run's folder is consistent: no warning
         predictor = SentimentPredictor.from_pretrained(finished / "adapter")
-    assert predictor.model.peft_config["default"].r == 4  # still the finished run's adapter
+    assert predictor.model.peft_config["default"].r == SMOKE["lora_r"]  # still the finished run's adapter
 
 
 def test_a_rerun_replaces_the_finished_run_only_once_it_has_finished(finished, monkeypatch):
@@ -101,7 +102,7 @@ def test_a_rerun_replaces_the_finished_run_only_once_it_has_finished(finished, m
 
     monkeypatch.setattr("utils.training.publish", spy)
     run_training(resolve_config("smoke", epochs=1, output_dir=str(finished)), **QUIET)
-    assert seen == {"old": 8, "new": ["adapter", "checkpoints", "metrics.json", "run_config.json"]}
+    assert seen == {"old": SMOKE["epochs"], "new": ["adapter", "checkpoints", "metrics.json", "run_config.json"]}
     assert json.loads((finished / "metrics.json").read_text())["epochs"] == 1
     assert json.loads((finished / "run_config.json").read_text())["epochs"] == 1
     assert sorted(p.name for p in finished.iterdir()) == ["adapter", "checkpoints", "metrics.json", "run_config.json"]
@@ -137,7 +138,7 @@ def test_an_interrupted_swap_is_completed_by_the_next_call(tmp_path, monkeypatch
 def test_an_adapter_older_than_its_run_folder_gets_a_warning(finished):
     settings = json.loads((finished / "run_config.json").read_text())
     (finished / "run_config.json").write_text(json.dumps({**settings, "lora_r": 2}))
-    with pytest.warns(UserWarning, match=r"lora_r=2.* r=4, .*: they come from different runs"):
+    with pytest.warns(UserWarning, match=rf"lora_r=2.* r={SMOKE['lora_r']}, .*: they come from different runs"):
         load_adapter(finished / "adapter")
     (finished / "metrics.json").unlink()  # the layout an interrupted run left before staging/ existed
     with pytest.warns(UserWarning, match="did not finish"):
@@ -150,7 +151,7 @@ def test_a_crash_between_peft_s_two_files_is_not_blamed_on_the_backbone(finished
     model = add_lora(load_backbone("smoke-distilbert"), resolve_config("smoke", lora_r=2))
     model.save_pretrained(other)
     shutil.copy(other / "adapter_model.safetensors", finished / "adapter" / "adapter_model.safetensors")
-    with pytest.raises(SetupError, match="come from different saves .*r=4.*r=2.*interrupted") as info:
+    with pytest.raises(SetupError, match=f"come from different saves .*r={SMOKE['lora_r']}.*r=2.*interrupted") as info:
         load_adapter(finished / "adapter")
     assert "another backbone" not in one_line(info)
 
@@ -158,34 +159,24 @@ def test_a_crash_between_peft_s_two_files_is_not_blamed_on_the_backbone(finished
 # --- 2. one run per folder ---------------------------------------------------------------------
 
 def test_a_second_concurrent_run_stops_at_once_naming_the_first(tmp_path):
+    """A run holds the folder (here: this process, through output_lock); a second run into it stops at once."""
     out = tmp_path / "run"
-    script = [sys.executable, "fine_tune_sentiment.py", "--profile", "smoke", "--output-dir", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([*script, "--epochs", "200"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / LOCK_NAME).exists():
-            assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lock"
-            time.sleep(0.2)
+    with output_lock(out):
         start = time.monotonic()
-        second = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        with pytest.raises(SetupError) as info:
+            run_training(resolve_config("smoke", output_dir=str(out)), **QUIET)
         took = time.monotonic() - start
-        assert first.poll() is None, "the second run must not wait for the first one"
-    finally:
-        first.kill()
-        first.wait()
-    assert second.returncode != 0 and "Traceback" not in second.stderr
-    last = second.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Error: Another run is using {out} (pid {first.pid} on ")
-    assert took < 120, f"the second run took {took:.0f} s to stop"  # mostly Python imports on a busy 2-core machine
+        assert (out / LOCK_NAME).exists(), "the second run must not touch the first one's lock"
+    last = one_line(info)
+    assert last.startswith(f"Another run is using {out} (pid {os.getpid()} on ")
+    assert took < 5, f"the second run took {took:.0f} s to stop"
     assert not (out / "metrics.json").exists()
 
 
 def test_the_lock_is_released_and_a_crashed_run_s_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     with output_lock(out) as owner:
-        assert owner and json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+        assert owner and json.loads((out / HOLDER_NAME).read_text())["pid"] == os.getpid()
         with pytest.raises(SetupError, match=f"Another run is using .* \\(pid {os.getpid()} on "):
             with output_lock(out):
                 pass
@@ -194,10 +185,11 @@ def test_the_lock_is_released_and_a_crashed_run_s_lock_is_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     out.mkdir()
-    (out / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "created": 0.0}))
+    (out / LOCK_NAME).write_text("")  # what a crashed run leaves: its lock file (the OS freed the lock) and note
+    (out / HOLDER_NAME).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "earlier"}))
     with output_lock(out):  # the process that left this lock is gone: taken over
-        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
-    assert not (out / LOCK_NAME).exists()
+        assert json.loads((out / HOLDER_NAME).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_NAME).exists() and not (out / HOLDER_NAME).exists()
 
 
 def test_torchrun_processes_share_their_run_s_lock(tmp_path, monkeypatch):
@@ -427,11 +419,39 @@ def test_the_readme_pipeline_example_truncates_long_reviews(smoke_run, tmp_path)
 def test_every_option_an_error_message_names_exists_in_the_script():
     import re
 
-    from fine_tune_sentiment import parse_args
+    from fine_tune_sentiment import build_parser, parse_args
 
-    script = set(re.findall(r'add_argument\("(--[a-z-]+)"', (ROOT / "fine_tune_sentiment.py").read_text()))
+    script = {flag for action in build_parser()._actions for flag in action.option_strings}
     named = set()
-    for module in ("runs", "data", "config", "model", "training"):
+    for module in ("runs", "data", "config", "hub", "model", "adapter", "training"):
         named |= set(re.findall(r"--[a-z][a-z-]+", (ROOT / "utils" / f"{module}.py").read_text()))
     assert named <= script, f"named in messages but not options of the script: {named - script}"
     assert parse_args(["--val-size", "7"]).val_size == 7
+
+
+def _options_in_errors(path: Path) -> set[str]:
+    """The --options named in the text of the SetupError(...) and error(...) calls of a module."""
+    import ast
+    import re
+
+    named = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("SetupError", "error"):
+            texts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+            texts = [re.sub(r"pip [a-z]+ (--[a-z-]+ ?)+", "", t) for t in texts]  # pip's own options
+            named |= {m for t in texts for m in re.findall(r"--[a-z][a-z-]+", t)}
+    return named
+
+
+def test_every_option_a_tool_s_error_names_exists_in_that_tool(capsys):
+    """`python -m utils.experiments` and `python -m utils.llm measure`: their one-line errors name their own options."""
+    import re
+
+    from utils import experiments, llm
+
+    for module, argv in ((experiments, ["--help"]), (llm, ["measure", "--help"])):
+        with pytest.raises(SystemExit):
+            module.parse_args(argv)
+        options = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out))
+        named = _options_in_errors(Path(module.__file__))
+        assert named and named <= options, f"{module.__name__}: {named - options}"

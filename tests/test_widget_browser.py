@@ -3,7 +3,8 @@
 Starts `jupyter lab` (this interpreter, a free port, a token, its own settings and workspaces in a
 temporary folder), opens a copy of notebooks/05_inference.ipynb (the file in the repository is never
 opened, so it cannot be saved over), runs all cells on the smoke profile, types two reviews into the
-widget and checks that the label and the probability bar appear and change. The widget's screenshot
+widget and checks that the label and the probability bar appear and change, with the base model's
+answer (adapter off: near 50/50) beside them. The widget's screenshot
 goes to $WIDGET_SCREENSHOT (e.g. docs/widget.png) or the test's temporary folder. Skips without
 /usr/bin/chromium (or $CHROMIUM_PATH) or the `playwright` package; never downloads a browser.
 The notebook runs on $LORA_PROFILE and LORA_* settings when they are set (smoke otherwise, with the
@@ -32,7 +33,7 @@ CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 REVIEWS = ["This movie was absolutely fantastic! The acting was wonderful and the story kept me hooked.",
-           "I was really disappointed by this film. The plot was dull and the ending was awful."]
+           "A dull and boring film. The plot was tedious and the ending was awful."]
 RUN_ALL_TIMEOUT_S = 480  # every cell of the notebook, on a busy 2-core machine
 
 # Is the current document's kernel idle with every code cell executed? (window.jupyterapp: expose_app_in_browser)
@@ -51,6 +52,8 @@ WIDGET_OR_ERROR = """() => !!document.querySelector('.sentiment-widget textarea'
   || !!document.querySelector('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')"""
 LABEL = ".sentiment-label .widget-html-content"
 BAR = ".sentiment-bar .progress-bar"
+BASE_LABEL = ".sentiment-base-label .widget-html-content"
+BASE_BAR = ".sentiment-base-bar .progress-bar"
 
 
 def free_port() -> int:
@@ -105,9 +108,9 @@ def stop_lab(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def bar_width(page) -> str:
-    """The probability bar's width, e.g. '37.5%' (set in the bar's style attribute)."""
-    return page.eval_on_selector(BAR, "e => e.style.width")
+def bar_width(page, bar: str = BAR) -> str:
+    """A probability bar's width, e.g. '37.5%' (set in the bar's style attribute)."""
+    return page.eval_on_selector(bar, "e => e.style.width")
 
 
 def test_widget_predicts_in_a_real_jupyterlab(tmp_path, request):
@@ -142,7 +145,7 @@ def test_widget_predicts_in_a_real_jupyterlab(tmp_path, request):
 
                 widget = page.locator(".sentiment-widget")
                 widget.scroll_into_view_if_needed()
-                assert bar_width(page) in ("", "0%")  # nothing typed yet: an empty bar and a prompt
+                assert bar_width(page) in ("", "0%") and bar_width(page, BASE_BAR) in ("", "0%")  # nothing typed yet
                 assert "Type or paste" in page.inner_text(".sentiment-note")
 
                 textarea = page.locator(".sentiment-text textarea")
@@ -151,6 +154,11 @@ def test_widget_predicts_in_a_real_jupyterlab(tmp_path, request):
                                        f" && !['', '0%'].includes(document.querySelector('{BAR}').style.width)")
                 first_label, first_width = page.inner_text(LABEL), bar_width(page)
                 assert "hooked." in page.inner_text(".sentiment-words")
+                page.wait_for_function(f"() => /POSITIVE|NEGATIVE/.test(document.querySelector('{BASE_LABEL}').textContent)")
+                assert "Before LoRA" in page.inner_text(".sentiment-widget") and "After LoRA" in page.inner_text(".sentiment-widget")
+                base_width = float(bar_width(page, BASE_BAR).rstrip("%"))
+                assert 35 < base_width < 65, f"the base model's untrained head should answer near 50/50, not {base_width}%"
+                assert f"{base_width / 100:.3f}" in page.inner_text(BASE_LABEL)
                 widget.screenshot(path=os.environ.get("WIDGET_SCREENSHOT") or str(tmp_path / "widget.png"))
 
                 textarea.fill(REVIEWS[1])
@@ -162,6 +170,7 @@ def test_widget_predicts_in_a_real_jupyterlab(tmp_path, request):
 
                 textarea.fill("   ")  # cleared: back to the prompt, no traceback
                 page.wait_for_function("() => document.querySelector('.sentiment-note').textContent.includes('Type or paste')")
+                assert bar_width(page, BASE_BAR) in ("", "0%") and page.inner_text(BASE_LABEL).strip() == ""
                 assert "Traceback" not in page.inner_text(".sentiment-widget")
             finally:
                 browser.close()

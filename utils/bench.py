@@ -27,6 +27,12 @@ checkpointing and logging would blur what each speed setting buys, and a plain l
 enough to read in one go. Batches are built before the clock starts (the Trainer's dataloader
 workers do that work in parallel with training), so the figures are the model's compute.
 
+Efficiency: each recipe's `achieved_gflops` is the FLOP count of its timed steps (`train_step_flop`:
+2x the forward pass, whose count `forward_flop` documents: DistilBERT's linear layers and attention)
+divided by its seconds; `peak_fraction` divides that by a matmul peak measured in the same run, with
+the same threads (`matmul_peak`: the fastest of a few (4096 x dim) @ (dim x hidden_dim) products, for
+DistilBERT-base 4096x768 @ 768x3072, in each precision the recipes use; on CUDA on the GPU).
+
 Review lengths: from `--data-dir` (its train split tokenized with `--tokenizer`), else from
 `utils/assets/imdb_token_lengths.json`, a histogram of the 25,000 IMDB training reviews' token
 counts. That file was made once, from the train.parquet of a local IMDB copy: each text cleaned
@@ -34,9 +40,9 @@ with `utils.data.clean_text`, tokenized without truncation (with [CLS]/[SEP]) by
 bert-base-uncased WordPiece vocabulary (the same 30,522 lower-cased tokens as
 distilbert-base-uncased), and the counts of each length written as `lengths` and `counts`.
 
-Peak memory: CUDA's `max_memory_allocated` on a GPU; on a CPU the process's peak resident memory
-(reset between the recipes where Linux allows it, else the peak of the whole run so far; Windows:
-the peak working set; None where neither can be read).
+Peak memory (`utils.system.peak_memory_mb`): CUDA's `max_memory_allocated` on a GPU; on a CPU the
+process's peak resident memory (reset between the recipes where Linux allows it, else the peak of the
+whole run so far; Windows: psutil's peak working set; None where neither can be read).
 """
 
 from __future__ import annotations
@@ -44,8 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -56,6 +60,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, run_cli, set_threads
 from .model import add_lora, build_smoke_model, load_tokenizer, save_atomically
+from .system import load_average, peak_memory_mb, reset_peak_memory
 from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, gpu_training_settings, precision_flags
 
 LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
@@ -118,11 +123,63 @@ def model_size_for(model: str) -> str:
     return "tiny" if model == SMOKE_MODEL else "base"
 
 
-def random_model(size: str) -> DistilBertForSequenceClassification:
-    """A random-initialised DistilBERT classifier: `base` (DistilBERT-base's size) or the smoke-sized `tiny`."""
+def random_model_config(size: str) -> DistilBertConfig:
+    """The bench model's config: DistilBERT-base's sizes (`base`) or the smoke model's (`tiny`), 2 labels."""
     config = DistilBertConfig() if size == "base" else DistilBertConfig.from_pretrained(build_smoke_model())
     config.num_labels = 2
-    return DistilBertForSequenceClassification(config)
+    return config
+
+
+def random_model(size: str) -> DistilBertForSequenceClassification:
+    """A random-initialised DistilBERT classifier: `base` (DistilBERT-base's size) or the smoke-sized `tiny`."""
+    return DistilBertForSequenceClassification(random_model_config(size))
+
+
+def forward_flop(config: DistilBertConfig, batch: int, width: int) -> float:
+    """Floating-point operations of one forward pass of a batch of `batch` reviews padded to `width` tokens.
+
+    A matmul of (m x k) @ (k x n) costs 2mkn. Per token and layer, DistilBERT's linear layers cost
+    2 * (4 * d * d + 2 * d * h) (the q, k, v and output projections, and the feed-forward layer's two,
+    d = `dim`, h = `hidden_dim`), and attention 2 * 2 * width * d (scores Q K^T and their weighted sum
+    of V, all heads together); the head (pre_classifier, classifier) costs 2 * (d * d + 2 * d) per
+    review. LoRA's r=8 matrices (under 3% of a projection's cost), the embeddings, softmax and layer
+    norms are left out. DistilBERT-base (d 768, h 3072, 6 layers) at width 256: about 89 MFLOP a token.
+    """
+    d, h, layers = config.dim, config.hidden_dim, config.n_layers
+    per_token = layers * (2 * (4 * d * d + 2 * d * h) + 4 * width * d)
+    return batch * width * per_token + batch * 2 * (d * d + 2 * d)
+
+
+def train_step_flop(config: DistilBertConfig, batch: int, width: int) -> float:
+    """One LoRA training step: about 2x the forward pass.
+
+    The backward pass computes the gradients of the activations (about one forward pass), but not
+    those of the frozen weights (the other forward pass that full fine-tuning pays, 3x in all).
+    """
+    return 2 * forward_flop(config, batch, width)
+
+
+PEAK_TOKENS = 4096  # rows of the peak matmul: DistilBERT-base's feed-forward layer on 4096 tokens is 4096x768 @ 768x3072
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_gflops(device: torch.device, precision: str, m: int, k: int, n: int, repeats: int = 3) -> float:
+    """The matmul peak this run can reach: GFLOPS of the fastest of `repeats` timed (m x k) @ (k x n) products.
+
+    On a CPU with torch's threads of this run (set before), on CUDA on the GPU; float32 without TF32.
+    """
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=g).to(device, DTYPES[precision])
+    b = torch.randn(k, n, generator=g).to(device, DTYPES[precision])
+    torch.matmul(a, b)  # untimed: the first product warms up
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return round(2 * m * k * n / best / 1e9, 1)
 
 
 def build_model(size: str) -> torch.nn.Module:
@@ -174,50 +231,6 @@ def recipes(cuda: bool, batch_size: int | None, cpu_bf16: bool = False) -> dict[
     return chosen
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start counting peak memory afresh (CUDA allocator; on Linux, the process's peak RSS)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    elif Path("/proc/self/clear_refs").exists():
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass  # not allowed here: the figure is then the peak so far
-
-
-def windows_peak_memory_mb() -> float | None:
-    """The process's peak working set on Windows (psapi's GetProcessMemoryInfo); None elsewhere."""
-    import ctypes
-    from ctypes import wintypes
-
-    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
-        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
-            (name, ctypes.c_size_t) for name in (
-                "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
-                "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
-
-    try:
-        counters = Counters(cb=ctypes.sizeof(Counters))
-        process = ctypes.windll.kernel32.GetCurrentProcess()
-        if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
-            return None
-    except (AttributeError, OSError):  # not Windows
-        return None
-    return counters.PeakWorkingSetSize / 2**20
-
-
-def peak_memory_mb(device: torch.device) -> float | None:
-    """Peak memory since the last reset: CUDA's max_memory_allocated, else the process's peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        import resource  # Unix only: imported here so that the module loads on Windows
-    except ImportError:
-        return windows_peak_memory_mb()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
-
-
 def sync(device: torch.device) -> None:
     """Wait for the GPU to finish queued work (so the clock measures it); nothing on a CPU."""
     if device.type == "cuda":
@@ -259,6 +272,7 @@ def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, devi
     padded = sum(len(b) * w for b, w in timed)
     multiple = recipe["pad_multiple"]
     peak = peak_memory_mb(device)
+    flop = sum(train_step_flop(model.config, len(b), w) for b, w in timed)
     return {
         "precision": recipe["precision"], "batch_size": recipe["batch_size"],
         "padding": ("max_length" if recipe["pad_to_max"]
@@ -271,6 +285,7 @@ def time_recipe(recipe: dict, lengths: list[int], args: argparse.Namespace, devi
         "padded_fraction": round(1 - real / padded, 4),
         "peak_memory_mb": None if peak is None else round(peak, 1),
         "epoch_25k_s": round(IMDB_TRAIN_REVIEWS * seconds / samples, 1),
+        "train_gflop": round(flop / 1e9, 1), "achieved_gflops": round(flop / seconds / 1e9, 1),
     }
 
 
@@ -286,12 +301,21 @@ def run(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name() if cuda else f"cpu, {threads} torch threads",
         "torch": torch.__version__, "model_size": args.model_size, "max_length": args.max_length,
         "lengths_from": source,
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
     if not cuda:
         report["cpu_native_bf16"] = native_bf16
-    for name, recipe in recipes(cuda, args.batch_size, cpu_bf16=native_bf16 or args.force_cpu_bf16).items():
+    chosen = recipes(cuda, args.batch_size, cpu_bf16=native_bf16 or args.force_cpu_bf16)
+    for name, recipe in chosen.items():
         report[name] = time_recipe(recipe, lengths, args, device)
+    config = random_model_config(args.model_size)
+    m, k, n = PEAK_TOKENS, config.dim, config.hidden_dim  # the feed-forward layer's matmul on 4096 tokens
+    report["matmul_peak"] = {"shape": f"{m}x{k} @ {k}x{n}", "gflops": {
+        precision: matmul_gflops(device, precision, m, k, n) for precision in dict.fromkeys(
+            recipe["precision"] for recipe in chosen.values())}}
+    for name, recipe in chosen.items():
+        peak_gflops = report["matmul_peak"]["gflops"][recipe["precision"]]
+        report[name]["peak_fraction"] = round(report[name]["achieved_gflops"] / peak_gflops, 3)
     report["ratio"] = ratios(report["project"], report["naive"])
     if not cuda and "project_bf16" in report:
         report["bf16_vs_fp32"] = ratios(report["project_bf16"], report["project"])
@@ -315,12 +339,15 @@ def format_report(report: dict) -> str:
             ("length-grouped", "length_grouped"), ("samples/s", "samples_per_s"),
             ("real tokens/s", "real_tokens_per_s"), ("padded fraction", "padded_fraction"),
             ("peak memory (MiB)", "peak_memory_mb"), ("25k-review epoch (s)", "epoch_25k_s"),
-            ("wall seconds", "seconds"), ("CPU seconds", "process_cpu_s")]
+            ("wall seconds", "seconds"), ("CPU seconds", "process_cpu_s"),
+            ("achieved GFLOPS", "achieved_gflops"), ("share of matmul peak", "peak_fraction")]
     columns = [k for k in ("naive", "project", "project_bf16") if k in report and "skipped" not in report[k]]
     lines = [f"{report['device']} | DistilBERT-{report['model_size']} + LoRA | max length {report['max_length']} "
              f"| lengths: {report['lengths_from']} | load {report['load_average']}",
              f"{'':<22}" + "".join(f"{k.replace('_', ' '):>24}" for k in columns)]
     lines += [f"{label:<22}" + "".join(f"{report[k][key]!s:>24}" for k in columns) for label, key in rows]
+    peaks = ", ".join(f"{k} {v} GFLOPS" for k, v in report["matmul_peak"]["gflops"].items())
+    lines.append(f"matmul peak ({report['matmul_peak']['shape']}, this run's threads): {peaks}")
     lines.append(f"project / naive: {report['ratio']['samples_per_s']}x samples/s, "
                  f"{report['ratio']['real_tokens_per_s']}x real tokens/s, "
                  f"{report['ratio']['peak_memory_mb']}x peak memory")

@@ -14,6 +14,7 @@ It writes, into DIR (copy it to a USB stick or a share):
                            platform and Python; make one per kind of laptop in the room)
     bundle.json            what is in it and where each part came from
 
+The bundle maker only writes bundles: `utils.config` reads bundle.json where it resolves the settings.
 Then `LORA_BUNDLE=DIR` (the script and every lesson) or `python fine_tune_sentiment.py --bundle DIR`
 use the bundle's model, decoder and IMDB instead of the Hub's: no network is needed. An argument or
 a LORA_MODEL / LORA_DECODER / LORA_DATA_DIR variable still wins, and the `smoke` profile keeps its
@@ -25,25 +26,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .config import (HUB_DATASET, SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError, hub_cache_dir, resolve_config,
-                     run_cli, versions)
+from .config import (HUB_DATASET, HUB_SOURCE, MANIFEST, SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, SetupError,
+                     add_config_arguments, resolve_config, run_cli, versions)
+from .hub import hub_cache_dir
+from .system import folder_mb
 
-MANIFEST = "bundle.json"
-HUB_SOURCE = "hub: "  # bundle.json's "source" of a part copied from the Hub: this, then its name
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 MODEL_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]  # config, tokenizer files, weights
-
-
-def folder_mb(path: Path) -> float:
-    """Total size of the files under `path`, in MB."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
 def fetch_model(name: str, target: Path) -> str:
@@ -78,7 +73,7 @@ def write_imdb(data_dir: str | None, target: Path) -> dict:
         data, source = load_hub_imdb(), f"{HUB_SOURCE}{HUB_DATASET}"
     target.mkdir(parents=True)
     for split in ("train", "test"):
-        data[split].to_pandas()[["text", "label"]].to_parquet(target / f"{split}.parquet", index=False)
+        data[split].select_columns(["text", "label"]).to_parquet(target / f"{split}.parquet")
     return {"path": target.name, "source": source, "train": len(data["train"]), "test": len(data["test"])}
 
 
@@ -137,76 +132,14 @@ def make_bundle(out: str | Path, model: str, decoder: str | None, data_dir: str 
     return manifest
 
 
-def read_manifest(bundle: str | Path) -> tuple[Path, dict]:
-    """The bundle's folder (absolute) and its bundle.json; SetupError when `bundle` is no bundle."""
-    path = Path(bundle).expanduser().resolve()
-    if not (path / MANIFEST).is_file():
-        raise SetupError(f"{path} is not a room bundle (no {MANIFEST}): make one with python -m utils.bundle {bundle}, "
-                         "or check LORA_BUNDLE / --bundle.")
-    try:
-        return path, json.loads((path / MANIFEST).read_text())
-    except ValueError as exc:
-        raise SetupError(f"{path / MANIFEST} is damaged ({exc}): make the bundle again.") from exc
-
-
-def _parts(manifest: dict):
-    """(folder name, Hub name or None) of the bundle's model and decoder."""
-    for part in ("model", "decoder"):
-        entry = manifest.get(part) or {}
-        source = str(entry.get("source", ""))
-        if entry.get("path"):
-            yield entry["path"], source.removeprefix(HUB_SOURCE) if source.startswith(HUB_SOURCE) else None
-
-
-def hub_source(folder: str | Path) -> str | None:
-    """The Hub name that a bundle's model or decoder `folder` was copied from; None for any other folder."""
-    folder = Path(folder).expanduser().resolve()
-    try:
-        manifest = json.loads((folder.parent / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return next((hub for path, hub in _parts(manifest) if path == folder.name), None)
-
-
-def bundled_model(name: str) -> Path | None:
-    """The folder of LORA_BUNDLE's bundle that holds the base model an adapter names (a Hub name or folder name)."""
-    bundle = os.environ.get("LORA_BUNDLE")
-    if not bundle or not (Path(bundle).expanduser() / MANIFEST).is_file():
-        return None
-    path, manifest = read_manifest(bundle)
-    return next((path / folder for folder, hub in _parts(manifest) if name in (folder, hub)), None)
-
-
-def bundle_values(bundle: str | Path, values: dict, log=print) -> dict:
-    """The settings a bundle replaces in a profile's `values`: the Hub's model, decoder and IMDB, with its folders.
-
-    The smoke profile's offline model and data are kept; resolve_config applies LORA_* variables and
-    arguments after this, so they still win. Says in one line which bundle is used, and for what.
-    """
-    path, manifest = read_manifest(bundle)
-    chosen = {}
-    if manifest.get("model") and values.get("model") != SMOKE_MODEL:
-        chosen["model"] = str(path / manifest["model"]["path"])
-    if manifest.get("decoder") and values.get("decoder") != SMOKE_DECODER:
-        chosen["decoder"] = str(path / manifest["decoder"]["path"])
-    if manifest.get("imdb") and values.get("data_dir") is None:
-        chosen["data_dir"] = str(path / manifest["imdb"]["path"])
-    if not chosen:
-        log(f"Room bundle {path}: not used, this profile's model and data are offline already")
-        return {}
-    log(f"Room bundle {path}: using its {', '.join(chosen)}")
-    return {**chosen, "extra": {**values.get("extra", {}), "bundle": str(path)}}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the bundle maker."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("dir", help="the folder to write (new, empty, or an earlier bundle to replace)")
-    p.add_argument("--profile", help="whose model, decoder and data to take (default: LORA_PROFILE, else gpu/cpu)")
-    p.add_argument("--model", help="Hub name or local folder of the encoder (default: the profile's)")
-    p.add_argument("--decoder", help="Hub name or local folder of lesson 06's decoder (default: the profile's)")
+    add_config_arguments(p, ("profile", "model", "decoder", "data_dir"),
+                         profile="whose model, decoder and data to take (default: LORA_PROFILE, else gpu/cpu)",
+                         data_dir="local IMDB to copy (parquet/csv or aclImdb; default: the Hub's)")
     p.add_argument("--no-decoder", action="store_true", help="leave lesson 06's decoder out")
-    p.add_argument("--data-dir", help="local IMDB to copy (parquet/csv or aclImdb; default: the Hub's)")
     p.add_argument("--wheelhouse", action="store_true", help="also `pip download -r requirements.txt` into DIR/wheels")
     return p.parse_args(argv)
 

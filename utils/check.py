@@ -14,33 +14,18 @@ is 0 when ready, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from .config import (HUB_DATASET, PROFILES, SMOKE_DATA, SMOKE_DECODER, SMOKE_MODEL, RunConfig, SetupError,
-                     hf_home, hub_host, hub_offline, hub_reachable, in_hf_cache, resolve_config, set_threads,
-                     versions)
+                     resolve_config, set_threads, versions)
+from .hub import hf_home, hub_host, hub_offline, hub_reachable, in_hf_cache
+from .system import describe_device
 
 OFFLINE_FIXES = ("ask for the room bundle and set LORA_BUNDLE=DIR, connect to the network once "
                  "(the first run caches what it downloads), or pass a local folder")
-
-
-def describe_device(device: str) -> str:
-    """The device in words: the GPU's name, Apple's GPU, or the CPU's cores and bf16 support."""
-    from .training import cpu_has_native_bf16
-
-    if device == "cuda":
-        return f"cuda ({torch.cuda.get_device_name()})"
-    if device == "mps":
-        return "mps (Apple GPU)"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    bf16 = "native bf16 (AVX512-BF16 or AMX)" if cpu_has_native_bf16() else "no native bf16"
-    return f"cpu ({cores} cores, {bf16})"
 
 
 def describe_precision(flags: dict) -> str:
@@ -134,7 +119,7 @@ def run_check(train: bool = True, log=print) -> bool:
         log(f"{'settings':<10} NOT READY: {err}")
         return False
     device = train_device(cfg.use_cpu)
-    rows.append(("device", True, describe_device(device)))
+    rows.append(("device", True, describe_device(device, detail=True)))
     rows.append(("precision", True, describe_precision(precision_flags(device))))
     rows.append(("versions", True, versions()))
     bundle = f", room bundle {cfg.extra['bundle']}" if "bundle" in cfg.extra else ""

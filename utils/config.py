@@ -7,51 +7,71 @@ code path runs everywhere.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
-import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
+
+from .hub import check_hub, hub_error, hub_reachable  # re-exported for the modules that import them from here
+from .system import SetupError, installed, usable_cores  # SetupError: the lessons import it from here
 
 SMOKE_MODEL = "smoke-distilbert"  # a tiny DistilBERT built offline by utils.model
 SMOKE_DECODER = "smoke-llama"  # a tiny Llama-family decoder built offline by utils.model (lesson 06)
 SMOKE_DATA = "smoke"  # the small review set in utils/assets
 HUB_DATASET = "stanfordnlp/imdb"
-HUB_HOST = ("huggingface.co", 443)
+MANIFEST = "bundle.json"  # a room bundle's table of contents (written by utils.bundle, read here)
+HUB_SOURCE = "hub: "  # bundle.json's "source" of a part copied from the Hub: this, then its name
+__all__ = ["SMOKE_MODEL", "SMOKE_DECODER", "SMOKE_DATA", "HUB_DATASET", "MANIFEST", "HUB_SOURCE", "SetupError",
+           "RunConfig", "PROFILES", "CONFIG_FIELDS", "cast_for", "add_config_arguments", "OneLineParser",
+           "default_profile", "resolve_config", "read_manifest", "hub_source", "bundled_model", "bundle_values",
+           "run_cli", "shown_paths", "set_threads", "versions", "check_hub", "hub_error", "hub_reachable"]
 
 
-class SetupError(RuntimeError):
-    """A problem the user can fix (missing files, no network, bad input); the message says how."""
+def _setting(default=None, help: str = "", factory=None):  # noqa: A002 - argparse's word
+    """A RunConfig field with its command-line help (`add_config_arguments` builds the options from these)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs to know; see PROFILES for the values of each profile."""
+    """Everything one training run needs to know; see PROFILES for the values of each profile.
 
-    profile: str
-    model: str = "distilbert-base-uncased"
-    data_dir: str | None = None  # None: the Hub's IMDB (or the smoke set for `smoke`)
-    train_size: int | None = None  # None: the whole split
-    eval_size: int | None = None  # test reviews (evaluated once, at the end)
-    val_size: int = 2500  # validation reviews carved from the training split: they pick the best epoch
-    max_length: int = 512
-    epochs: float = 2
-    batch_size: int = 16
-    lr: float = 5e-4
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    target_modules: list[str] | None = None  # None: chosen from the architecture (utils.model)
-    seed: int = 42
-    decoder: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # lesson 06's small LLM (Hub name or local folder)
-    use_cpu: bool = False  # True: train on the CPU even when a GPU (CUDA or Apple MPS) is there
-    output_dir: str = ""  # empty: outputs/lora-imdb-<profile>
-    extra: dict = field(default_factory=dict)  # free-form notes shown in the table
+    Each field is declared once, here: its type, its default, and its help text. The command-line
+    options of the script and the tools (`add_config_arguments`) and the LORA_<FIELD> environment
+    variables (`resolve_config`) are made from these fields; `utils.runs.validate_config` checks them.
+    """
+
+    profile: str = _setting(help="gpu, cpu or smoke (default: LORA_PROFILE, else gpu if CUDA else cpu)")
+    model: str = _setting("distilbert-base-uncased",
+                          "Hub name or local checkpoint folder (default: distilbert-base-uncased)")
+    data_dir: str | None = _setting(None, "local IMDB: train/test parquet or csv (text,label), or the aclImdb "
+                                          "folder (default: the Hub's IMDB, or the smoke set for smoke)")
+    train_size: int | None = _setting(None, "seeded, stratified subset of the training reviews (default: all)")
+    eval_size: int | None = _setting(None, "seeded, stratified subset of the test reviews (evaluated once, at the end)")
+    val_size: int = _setting(2500, "validation reviews carved from the training split (pick the best epoch)")
+    max_length: int = _setting(512, "tokens kept per review")
+    epochs: float = _setting(2, "passes over the training reviews (0.5 trains half an epoch)")
+    batch_size: int = _setting(16, "reviews per training step")
+    lr: float = _setting(5e-4, "learning rate (LoRA wants ~10x a full fine-tune's)")
+    lora_r: int = _setting(8, "rank of the LoRA update")
+    lora_alpha: int = _setting(16, "scale of the LoRA update (alpha / r)")
+    lora_dropout: float = _setting(0.1, "dropout on the LoRA update's input")
+    target_modules: list[str] | None = _setting(None, "comma-separated module names to adapt "
+                                                      "(default: from the architecture, utils.model)")
+    seed: int = _setting(42, "random seed of the subsets, the head and the training order")
+    decoder: str = _setting("HuggingFaceTB/SmolLM2-135M-Instruct",
+                            "lesson 06's small LLM (Hub name or local folder)")
+    use_cpu: bool = _setting(False, "train on the CPU even when a GPU (CUDA or Apple MPS) is there")
+    output_dir: str = _setting("", "where checkpoints, adapter/ and metrics.json go "
+                                   "(default: outputs/lora-imdb-<profile>)")
+    extra: dict = _setting(help="free-form notes shown in the table", factory=dict)
 
     def table(self) -> str:
         """The configuration as a two-column text table (printed by the script and notebooks)."""
@@ -73,11 +93,60 @@ PROFILES: dict[str, dict] = {
                   epochs=3, batch_size=16, lr=5e-3),
 }
 
-# Overrides read from the environment: LORA_MODEL=... LORA_EPOCHS=... (arguments win over these).
-_CASTS = {"train_size": int, "eval_size": int, "val_size": int, "max_length": int, "epochs": float,
-          "batch_size": int, "lr": float, "lora_r": int, "lora_alpha": int, "lora_dropout": float, "seed": int,
-          "use_cpu": lambda s: s.strip().lower() in ("1", "true", "yes", "on"),
-          "target_modules": lambda s: [m.strip() for m in s.split(",") if m.strip()]}
+
+def _truthy(text: str) -> bool:
+    """An environment variable's yes/no: 1, true, yes, on (any case) are yes."""
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names ("q_lin, v_lin" -> ["q_lin", "v_lin"])."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+# How the text of an option or a LORA_<FIELD> variable becomes a field's value, by the field's type.
+_CASTS = {"int": int, "int | None": int, "float": float, "bool": _truthy, "list[str] | None": _names}
+_KINDS = {int: "a whole number", float: "a number"}
+CONFIG_FIELDS = [f for f in dataclasses.fields(RunConfig) if f.name != "extra"]
+
+
+def cast_for(name: str):
+    """The function that turns the text of setting `name` into its value (str for text settings)."""
+    return _CASTS.get(next(f.type for f in CONFIG_FIELDS if f.name == name), str)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, names=None, **helps: str) -> argparse.ArgumentParser:
+    """Add an option for each RunConfig field in `names` (default: all): `--max-length` for max_length, and so on.
+
+    Type and help come from the field; `helps` replace a field's help for this command. Every
+    option defaults to None (left out: the profile's value, or LORA_<FIELD>), so the parsed
+    options can go straight into `resolve_config`.
+    """
+    for f in CONFIG_FIELDS:
+        if names is not None and f.name not in names:
+            continue
+        flag, text = f"--{f.name.replace('_', '-')}", helps.get(f.name, f.metadata.get("help"))
+        if f.name == "profile":
+            parser.add_argument(flag, choices=list(PROFILES), help=text)
+        elif f.type == "bool":
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(flag, type=cast_for(f.name), help=text)
+    return parser
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every other bad input of the script and the tools.
+
+    Give it the command as `prog` (`python -m utils.experiments`); the default is `python <script>`.
+    """
+
+    def __init__(self, *args, prog: str | None = None, **kwargs):
+        super().__init__(*args, prog=prog or f"python {Path(sys.argv[0]).name}", **kwargs)
+
+    def error(self, message: str):
+        """Exit with `Error: <what is wrong>` (argparse would print the whole usage first)."""
+        self.exit(2, f"Error: {message} ({self.prog} --help lists the options)\n")
 
 
 def default_profile() -> str:
@@ -97,20 +166,82 @@ def resolve_config(profile: str | None = None, **overrides) -> RunConfig:
     values = dict(PROFILES[chosen])
     bundle = overrides.pop("bundle", None) or os.environ.get("LORA_BUNDLE")
     if bundle:  # a room bundle (python -m utils.bundle) stands in for the Hub's model, decoder and IMDB
-        from .bundle import bundle_values
-
         values.update(bundle_values(bundle, values))
-    for name in [f.name for f in dataclasses.fields(RunConfig)]:
-        env = os.environ.get(f"LORA_{name.upper()}")
-        if env and name not in ("profile", "extra"):
+    for f in CONFIG_FIELDS:
+        env = os.environ.get(f"LORA_{f.name.upper()}")
+        if env and f.name != "profile":
+            cast = cast_for(f.name)
             try:
-                values[name] = _CASTS.get(name, str)(env)
+                values[f.name] = cast(env)
             except ValueError:
-                kind = {int: "a whole number", float: "a number"}.get(_CASTS.get(name), "a valid value")
-                raise SetupError(f"LORA_{name.upper()}={env!r} is not {kind}: fix or unset that variable.") from None
+                kind = _KINDS.get(cast, "a valid value")
+                raise SetupError(f"LORA_{f.name.upper()}={env!r} is not {kind}: fix or unset that variable.") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("output_dir", f"outputs/lora-imdb-{chosen}")
     return RunConfig(profile=chosen, **values)
+
+
+# --- room bundles (made by utils.bundle) --------------------------------------------------------
+
+def read_manifest(bundle: str | Path) -> tuple[Path, dict]:
+    """The bundle's folder (absolute) and its bundle.json; SetupError when `bundle` is no bundle."""
+    path = Path(bundle).expanduser().resolve()
+    if not (path / MANIFEST).is_file():
+        raise SetupError(f"{path} is not a room bundle (no {MANIFEST}): make one with python -m utils.bundle {bundle}, "
+                         "or check LORA_BUNDLE / --bundle.")
+    try:
+        return path, json.loads((path / MANIFEST).read_text())
+    except ValueError as exc:
+        raise SetupError(f"{path / MANIFEST} is damaged ({exc}): make the bundle again.") from exc
+
+
+def _parts(manifest: dict):
+    """(folder name, Hub name or None) of the bundle's model and decoder."""
+    for part in ("model", "decoder"):
+        entry = manifest.get(part) or {}
+        source = str(entry.get("source", ""))
+        if entry.get("path"):
+            yield entry["path"], source.removeprefix(HUB_SOURCE) if source.startswith(HUB_SOURCE) else None
+
+
+def hub_source(folder: str | Path) -> str | None:
+    """The Hub name that a bundle's model or decoder `folder` was copied from; None for any other folder."""
+    folder = Path(folder).expanduser().resolve()
+    try:
+        manifest = json.loads((folder.parent / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return next((hub for path, hub in _parts(manifest) if path == folder.name), None)
+
+
+def bundled_model(name: str) -> Path | None:
+    """The folder of LORA_BUNDLE's bundle that holds the base model an adapter names (a Hub name or folder name)."""
+    bundle = os.environ.get("LORA_BUNDLE")
+    if not bundle or not (Path(bundle).expanduser() / MANIFEST).is_file():
+        return None
+    path, manifest = read_manifest(bundle)
+    return next((path / folder for folder, hub in _parts(manifest) if name in (folder, hub)), None)
+
+
+def bundle_values(bundle: str | Path, values: dict, log=print) -> dict:
+    """The settings a bundle replaces in a profile's `values`: the Hub's model, decoder and IMDB, with its folders.
+
+    The smoke profile's offline model and data are kept; resolve_config applies LORA_* variables and
+    arguments after this, so they still win. Says in one line which bundle is used, and for what.
+    """
+    path, manifest = read_manifest(bundle)
+    chosen = {}
+    if manifest.get("model") and values.get("model") != SMOKE_MODEL:
+        chosen["model"] = str(path / manifest["model"]["path"])
+    if manifest.get("decoder") and values.get("decoder") != SMOKE_DECODER:
+        chosen["decoder"] = str(path / manifest["decoder"]["path"])
+    if manifest.get("imdb") and values.get("data_dir") is None:
+        chosen["data_dir"] = str(path / manifest["imdb"]["path"])
+    if not chosen:
+        log(f"Room bundle {path}: not used, this profile's model and data are offline already")
+        return {}
+    log(f"Room bundle {path}: using its {', '.join(chosen)}")
+    return {**chosen, "extra": {**values.get("extra", {}), "bundle": str(path)}}
 
 
 def run_cli(main) -> None:
@@ -138,145 +269,14 @@ def shown_paths(value):
 
 def set_threads() -> int:
     """Give torch one thread per core this process may use, shared among torchrun's local processes."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return threads
-
-
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE is set: Hugging Face libraries then read only their local cache."""
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def hub_host() -> tuple[str, int]:
-    """The Hub's host and port: from HF_ENDPOINT when set (a mirror), else huggingface.co:443."""
-    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
-    if not endpoint:
-        return HUB_HOST
-    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-    return url.hostname or HUB_HOST[0], url.port or (80 if url.scheme == "http" else 443)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if the Hugging Face Hub (or the HF_ENDPOINT mirror) answers a connection within `timeout` seconds."""
-    try:
-        socket.create_connection(hub_host(), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hf_home() -> Path:
-    """The Hugging Face cache root, read now from the environment: HF_HOME, else ~/.cache/huggingface."""
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    return Path(os.environ.get("HF_HOME") or default).expanduser()
-
-
-def hub_cache_dir() -> Path:
-    """Where huggingface_hub caches downloaded repositories (HF_HUB_CACHE, else HF_HOME/hub)."""
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    return Path(cache).expanduser() if cache else hf_home() / "hub"
-
-
-def datasets_cache_dir() -> Path:
-    """Where `datasets` keeps the datasets it has prepared (HF_DATASETS_CACHE, else HF_HOME/datasets)."""
-    cache = os.environ.get("HF_DATASETS_CACHE")
-    return Path(cache).expanduser() if cache else hf_home() / "datasets"
-
-
-def in_hf_cache(repo_id: str, repo_type: str = "model") -> bool:
-    """True if an earlier run left `repo_id` in the local Hugging Face cache, complete enough to load offline.
-
-    A model needs its config.json and weights in the huggingface_hub cache; a dataset needs the
-    copy that `datasets` prepared (what `load_dataset` reads when HF_HUB_OFFLINE=1).
-    """
-    if repo_type == "dataset":
-        from datasets.naming import camelcase_to_snakecase
-
-        *namespace, name = repo_id.split("/")
-        folder = datasets_cache_dir() / "___".join([*namespace, camelcase_to_snakecase(name)])
-        return any(folder.glob("*/*/*/dataset_info.json"))
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        config_file = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir(), repo_type=repo_type)
-    except ValueError:  # not a valid repository name: nothing of it can be cached
-        return False
-    if not isinstance(config_file, str):  # None (never fetched) or a marker that it does not exist
-        return False
-    snapshot = Path(config_file).parent
-    return any(snapshot.glob("*.safetensors")) or any(snapshot.glob("pytorch_model*.bin"))
-
-
-_CACHED_USED: set[str] = set()  # what check_hub took from the cache after it switched this process offline
-
-
-def use_hub_cache(what: str) -> None:
-    """Switch this process to HF_HUB_OFFLINE=1 (also in the already imported libraries) and say so, once per `what`."""
-    if what not in _CACHED_USED:
-        print(f"Hub unreachable: using the cached copy of {what}", flush=True)
-    _CACHED_USED.add(what)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from huggingface_hub import constants
-
-    constants.HF_HUB_OFFLINE = True  # read once at import: transformers and huggingface_hub ask this one
-    datasets_config = sys.modules.get("datasets.config")
-    if datasets_config is not None:  # datasets copies the flag at import too
-        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = True
-
-
-def hub_repo(what: str) -> tuple[str | None, str]:
-    """The repository a check_hub message names: "the model 'x'" -> ("x", "model"); datasets likewise."""
-    found = re.search(r"\b(dataset|model|tokenizer of) '?([^'\s]+)'?", what)
-    if not found:
-        return None, "model"
-    return found.group(2), "dataset" if found.group(1) == "dataset" else "model"
-
-
-def check_hub(what: str, repo_id: str | None = None, repo_type: str | None = None) -> None:
-    """Fail fast, with what to do instead, when `what` must come from an unreachable Hub and is not cached.
-
-    With HF_HUB_OFFLINE=1 set by the user nothing is checked: the libraries then use what an
-    earlier run cached. When the Hub (HF_ENDPOINT, if set) does not answer but `repo_id` (default:
-    the repository named in `what`) is in the local cache, the process switches to
-    HF_HUB_OFFLINE=1 and uses it; what comes after is then looked for in the cache only.
-    """
-    went_offline = bool(_CACHED_USED)  # check_hub switched this process offline already: no second network check
-    if not went_offline and (hub_offline() or hub_reachable()):
-        return
-    if repo_id is None:
-        repo_id, guessed = hub_repo(what)
-        repo_type = repo_type or guessed
-    if repo_id and in_hf_cache(repo_id, repo_type or "model"):
-        use_hub_cache(what)
-        return
-    raise hub_error(what)
-
-
-def hub_error(what: str) -> SetupError:
-    """The error for `what` that had to come from the Hub and could not."""
-    host, port = hub_host()
-    return SetupError(
-        f"Cannot get {what} from the Hugging Face Hub ({host}:{port}): no connection, no such repository, "
-        f"or no complete copy in the local cache {hf_home()}. "
-        "Work offline instead: --bundle DIR / LORA_BUNDLE=DIR (a room bundle made by python -m utils.bundle), "
-        "--data-dir DIR (IMDB as parquet/csv or the aclImdb folder), "
-        "--model PATH (a local checkpoint), or --profile smoke (tiny offline model and data; "
-        "LORA_PROFILE=smoke in notebooks)."
-    )
 
 
 def versions() -> str:
     """One line with the versions this runs with: python, torch, transformers, peft, datasets."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
 
     libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "peft", "datasets"))
     return f"python {platform.python_version()}, {libraries}"

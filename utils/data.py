@@ -20,6 +20,7 @@ from .config import HUB_DATASET, SMOKE_DATA, RunConfig, SetupError, check_hub, h
 
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 SMOKE_CSV = Path(__file__).parent / "assets" / "smoke_reviews.csv"
+SMOKE_PARQUET = SMOKE_CSV.parent / "smoke"  # the same reviews as train.parquet and test.parquet (lesson 01 reads them)
 _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 _INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}  # control, format (zero-width, BOM), separator characters
@@ -96,11 +97,23 @@ def load_smoke_reviews() -> DatasetDict:
     return DatasetDict({s: _frame_to_dataset(df[df["split"] == s], f"{SMOKE_CSV}:{s}") for s in ("train", "test")})
 
 
+def write_smoke_parquet(folder: Path = SMOKE_PARQUET) -> None:
+    """Write the shipped smoke reviews as `folder/train.parquet` and `test.parquet`: raw `text` and `label`, csv order.
+
+    Lesson 01 reads them with `load_dataset("parquet", ...)`, the call a learner uses on a local IMDB copy.
+    Run it again whenever smoke_reviews.csv changes (tests/test_lesson01.py checks that the two agree).
+    """
+    df = pd.read_csv(SMOKE_CSV)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        df.loc[df["split"] == split, ["text", "label"]].to_parquet(folder / f"{split}.parquet", index=False)
+
+
 def load_hub_imdb() -> DatasetDict:
     """Download IMDB from the Hugging Face Hub (`stanfordnlp/imdb`); fails fast when it is unreachable."""
     from datasets import load_dataset
 
-    check_hub(f"the dataset {HUB_DATASET}")
+    check_hub(f"the dataset {HUB_DATASET}", HUB_DATASET, "dataset")
     try:
         raw = load_dataset(HUB_DATASET)
     except Exception as exc:  # noqa: BLE001 - any failure here means "no data": say what to do

@@ -34,8 +34,6 @@ import datetime as dt
 import gc
 import json
 import multiprocessing
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -46,7 +44,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, RunConfig, SetupError, resolve_config, run_cli, set_threads, shown_paths
+from .config import (OneLineParser, RunConfig, SetupError, add_config_arguments, resolve_config, run_cli,
+                     set_threads, shown_paths)
+from .system import (current_memory_mb, folder_bytes, load_average, machine_info, peak_memory_mb,
+                     quiet_transformers, reset_peak_memory)
 
 RUNS = ("majority", "tfidf", "head_only", "lora", "lora_all_linear", "full")
 DEFAULT_RUNS = RUNS[:-1]  # full fine-tuning only when asked for by name
@@ -65,49 +66,6 @@ RUN_LABELS = {
 
 
 # ---------------------------------------------------------------- measuring
-
-def machine_info() -> dict:
-    """The machine a measurement ran on: CPU model, cores, torch threads, GPU, library versions, load."""
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    import peft
-    import sklearn
-    import transformers
-
-    return {
-        "cpu": cpu, "cpu_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "platform": platform.platform(), "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-        "scikit-learn": sklearn.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
-
-
-def current_memory_mb(device: torch.device) -> float | None:
-    """Memory in use now: CUDA's allocated memory on a GPU, else the process's resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated() / 2**20
-    try:
-        import psutil  # installed with accelerate
-    except ImportError:
-        return None
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def file_bytes(*paths: Path) -> int:
-    """Total size of these files (folders: every file inside)."""
-    total = 0
-    for path in map(Path, paths):
-        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        total += sum(p.stat().st_size for p in files)
-    return total
-
 
 # ---------------------------------------------------------------- the runs
 
@@ -152,7 +110,7 @@ def run_majority(cfg: RunConfig) -> dict:
     joblib.dump(model, out / "majority.joblib")
     return {**_accuracy_row(data["test"]["label"], predict("test"), val_accuracy),
             "trainable_params": 0, "train_time_s": round(train_time, 3),
-            "disk_bytes": file_bytes(out / "majority.joblib"), "saved": "majority.joblib (the label)",
+            "disk_bytes": folder_bytes(out / "majority.joblib"), "saved": "majority.joblib (the label)",
             "data": _data_row(data, source),
             "settings": {"predicts": int(model.classes_[np.argmax(model.class_prior_)])}}
 
@@ -184,7 +142,7 @@ def run_tfidf(cfg: RunConfig) -> dict:
     logreg = model[-1]
     return {**_accuracy_row(data["test"]["label"], model.predict(data["test"]["text"]), val_scores[best_C]),
             "trainable_params": int(logreg.coef_.size + logreg.intercept_.size),
-            "train_time_s": round(train_time, 3), "disk_bytes": file_bytes(out / "tfidf.joblib"),
+            "train_time_s": round(train_time, 3), "disk_bytes": folder_bytes(out / "tfidf.joblib"),
             "saved": "tfidf.joblib (vocabulary, IDF weights, coefficients)", "data": _data_row(data, source),
             "settings": {"C": best_C, "C_tried": list(TFIDF_C), "ngram_range": [1, 2], "min_df": 2,
                          "features": len(model[0].vocabulary_),
@@ -193,9 +151,9 @@ def run_tfidf(cfg: RunConfig) -> dict:
 
 def freeze_except_head(model: torch.nn.Module) -> list[str]:
     """Freeze every weight but the classification head's (`HEAD_MODULES`); return the head's module names."""
-    from .model import HEAD_MODULES
+    from .model import head_modules
 
-    head = HEAD_MODULES.get(model.config.model_type, ["classifier"])
+    head = head_modules(model)
     for name, param in model.named_parameters():
         param.requires_grad = any(part in head for part in name.split("."))
     return head
@@ -207,9 +165,9 @@ def all_linear_targets(model: torch.nn.Module) -> list[str]:
     Short names (`query`, `lin1`) where they are unambiguous; where the head has a layer of the
     same name (BERT's `pooler.dense`), the last two parts (`intermediate.dense`, `output.dense`).
     """
-    from .model import HEAD_MODULES
+    from .model import head_modules
 
-    head = set(HEAD_MODULES.get(model.config.model_type, ["classifier"]))
+    head = set(head_modules(model))
     linear = [n.split(".") for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     in_head = [parts for parts in linear if head & set(parts)]
     clash = {parts[-1] for parts in in_head}
@@ -237,7 +195,6 @@ def train_and_test(model, tokenizer, data, cfg: RunConfig) -> dict:
 def _load(cfg: RunConfig):
     """Tokenizer and backbone (fresh head) of `cfg.model`, without the load report."""
     from .model import load_backbone, load_tokenizer
-    from .predict import quiet_transformers
 
     with quiet_transformers():
         return load_tokenizer(cfg.model, cfg.max_length), load_backbone(cfg.model)
@@ -256,7 +213,7 @@ def run_head_only(cfg: RunConfig) -> dict:
     result = train_and_test(model, tokenizer, data, cfg)
     weights = Path(cfg.output_dir) / "head.safetensors"
     save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}, weights)
-    return {**result, "trainable_params": trainable, "model_params": total, "disk_bytes": file_bytes(weights),
+    return {**result, "trainable_params": trainable, "model_params": total, "disk_bytes": folder_bytes(weights),
             "saved": "head.safetensors (the head's weights; the backbone is the public checkpoint)",
             "data": _data_row(data, source),
             "settings": {"trained_modules": head, "lr": cfg.lr}}
@@ -267,7 +224,6 @@ def run_lora(cfg: RunConfig, all_linear: bool = False) -> dict:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .model import resolve_model_path
-    from .predict import quiet_transformers
     from .training import run_training
 
     if all_linear:  # the layer names only: a skeleton on the meta device costs no memory
@@ -283,7 +239,7 @@ def run_lora(cfg: RunConfig, all_linear: bool = False) -> dict:
     return {"test_accuracy": metrics["test_accuracy"], "test_f1": metrics["test_f1"],
             "validation_accuracy": metrics["validation"]["eval_accuracy"],
             "best_epoch": metrics["validation"]["epoch"], "train_time_s": metrics["train_runtime_s"],
-            "trainable_params": metrics["trainable_params"], "disk_bytes": file_bytes(*adapter),
+            "trainable_params": metrics["trainable_params"], "disk_bytes": folder_bytes(*adapter),
             "saved": "adapter_model.safetensors + adapter_config.json (LoRA matrices and the head)",
             "data": {"source": metrics["data_source"], "train": metrics["train_size"],
                      "validation": metrics["val_size"], "test": metrics["eval_size"]},
@@ -302,7 +258,7 @@ def run_full(cfg: RunConfig) -> dict:
     folder = Path(cfg.output_dir) / "model"
     model.save_pretrained(folder)
     return {**result, "trainable_params": trainable, "model_params": total,
-            "disk_bytes": file_bytes(*[p for p in folder.iterdir() if p.suffix in (".safetensors", ".json")]),
+            "disk_bytes": folder_bytes(*[p for p in folder.iterdir() if p.suffix in (".safetensors", ".json")]),
             "saved": "model.safetensors + config.json (every weight, float32)", "data": _data_row(data, source),
             "settings": {"lr": cfg.lr}}
 
@@ -316,7 +272,6 @@ def backbone_size(name: str) -> int:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .model import resolve_model_path
-    from .predict import quiet_transformers
 
     with quiet_transformers(), torch.device("meta"):
         config = AutoConfig.from_pretrained(resolve_model_path(name), num_labels=2)
@@ -340,8 +295,6 @@ def run_one(name: str, cfg: RunConfig, work_dir: str | Path | None = None, full_
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    from .bench import peak_memory_mb, reset_peak_memory
-
     before = current_memory_mb(device)
     reset_peak_memory(device)
     start = time.perf_counter()
@@ -429,7 +382,7 @@ def run_experiments(cfg: RunConfig, runs=DEFAULT_RUNS, ranks=RANKS, work_dir: st
         results["sweep"] = {"config": config, "alpha_over_r": cfg.lora_alpha / cfg.lora_r, "points": points,
                             "command": command}
     entry["wall_s"] = round(time.perf_counter() - started, 1)
-    entry["load_average_end"] = machine_info()["load_average"]
+    entry["load_average_end"] = load_average()
     results["commands"].append(entry)
     return results
 
@@ -484,10 +437,14 @@ def _names(text: str, allowed, kind: str, cast=str) -> list:
     return items
 
 
+CONFIG_OPTIONS = ("profile", "model", "data_dir", "train_size", "eval_size", "val_size", "max_length", "epochs",
+                  "batch_size", "lr", "seed")  # RunConfig's fields this command takes (utils.config)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; settings left out come from the profile (or LORA_* variables)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=list(PROFILES), help="gpu, cpu or smoke (default: LORA_PROFILE, else by device)")
+    p = OneLineParser(prog="python -m utils.experiments", description=__doc__.split("\n")[0])
+    add_config_arguments(p, CONFIG_OPTIONS, lr="learning rate of the LoRA and head-only runs")
     p.add_argument("--runs", default=",".join(DEFAULT_RUNS),
                    help=f"comma-separated, from {','.join(RUNS)}, or none (default: all but full; "
                         "full fine-tuning runs only when named here)")
@@ -499,15 +456,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="run everything in this process (faster to start; peak memory then includes earlier runs)")
     p.add_argument("--threads", type=int, help="torch threads (default: one per usable core)")
-    p.add_argument("--model", help="Hub name or local checkpoint folder")
-    p.add_argument("--data-dir", help="local IMDB folder (parquet, csv or aclImdb)")
-    for size in ("train", "eval", "val"):
-        p.add_argument(f"--{size}-size", type=int)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate of the LoRA and head-only runs")
-    p.add_argument("--seed", type=int)
     return p.parse_args(argv)
 
 
@@ -520,9 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(r < 1 for r in ranks):
         raise SetupError("--ranks must be positive integers, e.g. 1,2,4,8.")
     torch.set_num_threads(args.threads) if args.threads else set_threads()
-    cfg = resolve_config(args.profile, model=args.model, data_dir=args.data_dir, train_size=args.train_size,
-                         eval_size=args.eval_size, val_size=args.val_size, max_length=args.max_length,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = resolve_config(**{name: getattr(args, name) for name in CONFIG_OPTIONS})
     out = Path(args.out or f"results/experiments-{cfg.profile}.json")
     previous = load_results(out) if args.merge and out.is_file() else None
     print(cfg.table(), flush=True)

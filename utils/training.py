@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .config import PROFILES, SMOKE_DATA, RunConfig, SetupError
@@ -21,7 +21,7 @@ from .metrics import compute_metrics
 from .model import add_lora, count_parameters, load_backbone, load_tokenizer
 from .adapter import save_adapter
 from .runs import check_max_length, output_lock, publish, staging_dir, validate_config
-from .system import cpu_has_native_bf16, describe_device, quiet_transformers, write_json  # noqa: F401 - lessons import these from here
+from .system import cpu_has_native_bf16, describe_device, quiet_transformers, write_json  # cpu_has_native_bf16: lessons import it from here
 
 
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")  # validation, each epoch
@@ -131,6 +131,39 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
     )
 
 
+class StepTimer(TrainerCallback):
+    """Where a training run's time goes: the optimizer steps themselves (forward, backward, update) against
+    everything between them (fetching and padding the next batch, logging, the epoch's evaluation, saving).
+
+    `trainer.train()`'s `train_samples_per_second` divides by the whole loop, evaluation and checkpoints
+    included; `step_samples_per_second` counts the steps only, like `utils.bench`'s loop.
+    """
+
+    def __init__(self):
+        self.step_s = self.between_s = 0.0
+        self._begin = self._end = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        """Start the clock of one optimizer step."""
+        self._begin = time.perf_counter()
+        if self._end is not None:
+            self.between_s += self._begin - self._end
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Stop it."""
+        self._end = time.perf_counter()
+        self.step_s += self._end - self._begin
+
+
+def step_times(trainer: Trainer, samples: int) -> dict:
+    """The StepTimer's split of `samples` trained (build_trainer adds the timer; {} without one), for metrics.json."""
+    timer = next((c for c in trainer.callback_handler.callbacks if isinstance(c, StepTimer)), None)
+    if timer is None or not timer.step_s:
+        return {}
+    return {"step_s": round(timer.step_s, 2), "between_steps_s": round(timer.between_s, 2),
+            "step_samples_per_second": round(samples / timer.step_s, 2)}
+
+
 def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> Trainer:
     """A Trainer for `model`: trains on `train`, picks the best epoch on `validation`, pads each batch dynamically."""
     # Pad each batch to its longest review; on a GPU round up to a multiple of 8 for the tensor cores.
@@ -138,7 +171,7 @@ def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> T
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
     return Trainer(model=model, args=training_arguments(cfg), train_dataset=tokenized["train"],
                    eval_dataset=tokenized["validation"], processing_class=tokenizer, data_collator=collator,
-                   compute_metrics=compute_metrics)
+                   compute_metrics=compute_metrics, callbacks=[StepTimer()])
 
 
 def resume_point(cfg: RunConfig) -> str | None:
@@ -238,6 +271,7 @@ def save_run(trainer: Trainer, tokenized: DatasetDict, cfg: RunConfig, train_out
         "trainable_params": trainable, "total_params": total,
         "train_runtime_s": round(train_out.metrics["train_runtime"], 2),
         "train_samples_per_second": round(train_out.metrics["train_samples_per_second"], 2),
+        **step_times(trainer, train_out.metrics["train_samples_per_second"] * train_out.metrics["train_runtime"]),
         "device": describe_device(train_device(cfg.use_cpu)),
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "log_history": trainer.state.log_history,

@@ -1,7 +1,8 @@
-"""The interactive demo: type a review, see the label, P(positive) as a bar, and the words that pushed it.
+"""The interactive demo: type a review, see the model before and after LoRA side by side, and the words that pushed it.
 
 `render_prediction` does the work as a plain function (tested without a browser); `make_widget`
-wires it to ipywidgets so it runs on every change of the text box.
+wires it to ipywidgets so it runs on every change of the text box. The "before" answer is the base
+model's: the same predictor with its LoRA adapter switched off by peft's `disable_adapter()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from .data import clean_text
 
 WIDGET_MAX_WORDS = 64  # words explained per keystroke: each costs one forward pass
 PROMPT = "Type or paste a movie review above to see what the model thinks."
+NO_ADAPTER = "no adapter to switch off (a merged model holds the update in its weights)"
+BEFORE = "<b>Before LoRA</b>: base model, adapter off"
+AFTER = "<b>After LoRA</b>: fine-tuned, adapter on"
+PARTS = ("text", "base-label", "base-bar", "label", "bar", "words", "note")  # CSS class suffixes of the widget's parts
 
 
 def color_words(pairs: list[tuple[str, float]]) -> str:
@@ -30,14 +35,43 @@ def color_words(pairs: list[tuple[str, float]]) -> str:
     return " ".join(spans)
 
 
+def p_positive(result: dict) -> float:
+    """P(POSITIVE) from one `{'label', 'score'}` result (score is the probability of the label given)."""
+    return result["score"] if result["label"] == "POSITIVE" else round(1 - result["score"], 6)
+
+
+def label_html(result: dict) -> str:
+    """The label in its color (green POSITIVE, red NEGATIVE) and P(positive) to 3 decimals."""
+    color = "#1f8a3c" if result["label"] == "POSITIVE" else "#c0392b"
+    return (f'<b style="color: {color}; font-size: 1.3em">{result["label"]}</b> '
+            f'&nbsp; P(positive) = {p_positive(result):.3f}')
+
+
+def base_model_answer(predictor, text: str) -> dict | None:
+    """The base model's answer for `text`: the predictor with its LoRA adapter switched off.
+
+    peft's `PeftModel.disable_adapter()` is a context manager: inside it the LoRA layers add nothing
+    and the head saved with the adapter gives way to the one the base model was loaded with (fresh,
+    untrained). None for a model without an adapter (a merged model: the update is in its weights).
+    """
+    model = getattr(predictor, "model", None)
+    if not hasattr(model, "disable_adapter"):
+        return None
+    with model.disable_adapter():
+        (result,) = predictor(text)
+    return result
+
+
 def render_prediction(predictor, text, max_words: int = WIDGET_MAX_WORDS) -> dict:
     """What the widget shows for `text`; never raises.
 
-    Returns `{'label': html, 'positive': P(POSITIVE) or None, 'words': html, 'note': html}`.
+    Returns `{'label': html, 'positive': P(POSITIVE) or None, 'base_label': html, 'base_positive':
+    the base model's P(POSITIVE) or None, 'words': html, 'note': html}`: the fine-tuned model's
+    answer and the words that pushed it, and beside it the base model's (adapter off).
     Empty text gives a prompt; bad input or any failure gives a one-line message in `note`
     (and `positive` None), so the widget never shows a traceback.
     """
-    shown = {"label": "", "positive": None, "words": "", "note": ""}
+    shown = {"label": "", "positive": None, "base_label": "", "base_positive": None, "words": "", "note": ""}
     if not isinstance(text, str):
         return {**shown, "note": f"⚠ The widget reads one review as text, not {escape(type(text).__name__)}."}
     if not clean_text(text):
@@ -47,49 +81,74 @@ def render_prediction(predictor, text, max_words: int = WIDGET_MAX_WORDS) -> dic
             warnings.simplefilter("always")
             (result,) = predictor(text)
             pairs = predictor.explain(text, max_words=max_words)
+            base = base_model_answer(predictor, text)
     except (TypeError, ValueError, SetupError) as exc:
         return {**shown, "note": f"⚠ {escape(str(exc))}"}
     except Exception as exc:  # noqa: BLE001 - the widget shows the problem instead of a traceback
         return {**shown, "note": f"⚠ Could not predict ({type(exc).__name__}): {escape(str(exc))}"}
-    positive = result["score"] if result["label"] == "POSITIVE" else 1 - result["score"]
-    color = "#1f8a3c" if result["label"] == "POSITIVE" else "#c0392b"
     notes = [escape(str(w.message)) for w in caught if issubclass(w.category, UserWarning)]
     if result.get("truncated"):
         notes.insert(0, f"The review was cut to the model's first {predictor.max_length} tokens.")
     return {
-        "label": f'<b style="color: {color}; font-size: 1.3em">{result["label"]}</b> '
-                 f'&nbsp; P(positive) = {positive:.3f}',
-        "positive": positive,
+        "label": label_html(result),
+        "positive": p_positive(result),
+        "base_label": label_html(base) if base else f'<span style="color: #666">{NO_ADAPTER}</span>',
+        "base_positive": p_positive(base) if base else None,
         "words": color_words(pairs),
         "note": " ".join(dict.fromkeys(notes)),
     }
 
 
-def make_widget(predictor, max_words: int = WIDGET_MAX_WORDS) -> widgets.VBox:
-    """A text box that predicts as you type: label, P(positive) bar, and the words colored by influence.
+def probability_bar() -> widgets.FloatProgress:
+    """An empty P(positive) bar from 0 to 1."""
+    return widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="P(positive)",
+                                 style={"description_width": "initial"}, layout=widgets.Layout(width="95%"))
 
-    Children, in order: Textarea, label (HTML), bar (FloatProgress), words (HTML), note (HTML).
-    Each carries a CSS class (`sentiment-text`, `-label`, `-bar`, `-words`, `-note`) for tests and styling.
+
+def show_bar(bar: widgets.FloatProgress, positive: float | None) -> None:
+    """Fill `bar` to P(positive): green at 0.5 or above, red below, empty when there is no answer."""
+    bar.value = positive or 0.0
+    bar.bar_style = "" if positive is None else ("success" if positive >= 0.5 else "danger")
+
+
+def widget_parts(box: widgets.Widget) -> dict[str, widgets.Widget]:
+    """The widget's parts by name (`PARTS`: 'text', 'base-label', 'base-bar', 'label', 'bar', 'words', 'note')."""
+    found, todo = {}, [box]
+    while todo:
+        widget = todo.pop()
+        found.update({c[len("sentiment-"):]: widget for c in widget._dom_classes if c.startswith("sentiment-")})
+        todo.extend(getattr(widget, "children", ()))
+    return {name: found[name] for name in PARTS}
+
+
+def make_widget(predictor, max_words: int = WIDGET_MAX_WORDS) -> widgets.VBox:
+    """A text box that predicts as you type: before LoRA beside after LoRA, and the words colored by influence.
+
+    Layout: the text box; two columns, the base model's label and P(positive) bar (adapter off) and
+    the fine-tuned model's; the words (fine-tuned model); a note. Each part carries a CSS class
+    (`sentiment-text`, `-base-label`, `-base-bar`, `-label`, `-bar`, `-words`, `-note`) for tests and
+    styling; `widget_parts(box)` finds them.
     """
     text = widgets.Textarea(placeholder="Type a movie review...", continuous_update=True,
                             layout=widgets.Layout(width="100%", height="6em"))
-    label = widgets.HTML()
-    bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="P(positive)",
-                                style={"description_width": "initial"}, layout=widgets.Layout(width="60%"))
-    words, note = widgets.HTML(), widgets.HTML()
-    for widget, name in ((text, "text"), (label, "label"), (bar, "bar"), (words, "words"), (note, "note")):
+    base_label, label, words, note = widgets.HTML(), widgets.HTML(), widgets.HTML(), widgets.HTML()
+    base_bar, bar = probability_bar(), probability_bar()
+    for widget, name in zip((text, base_label, base_bar, label, bar, words, note), PARTS):
         widget.add_class(f"sentiment-{name}")
+    half = widgets.Layout(width="50%")
+    columns = widgets.HBox([widgets.VBox([widgets.HTML(BEFORE), base_label, base_bar], layout=half),
+                            widgets.VBox([widgets.HTML(AFTER), label, bar], layout=half)])
 
     def update(change=None) -> None:
-        """Show the prediction for the text box's current value."""
+        """Show both answers for the text box's current value."""
         shown = render_prediction(predictor, text.value, max_words)
-        label.value, words.value = shown["label"], shown["words"]
+        label.value, base_label.value, words.value = shown["label"], shown["base_label"], shown["words"]
         note.value = f'<span style="color: #666">{shown["note"]}</span>' if shown["note"] else ""
-        bar.value = shown["positive"] or 0.0
-        bar.bar_style = "" if shown["positive"] is None else ("success" if shown["positive"] >= 0.5 else "danger")
+        show_bar(bar, shown["positive"])
+        show_bar(base_bar, shown["base_positive"])
 
     text.observe(update, names="value")
     update()
-    box = widgets.VBox([text, label, bar, words, note], layout=widgets.Layout(width="640px"))
+    box = widgets.VBox([text, columns, words, note], layout=widgets.Layout(width="720px"))
     box.add_class("sentiment-widget")
     return box
