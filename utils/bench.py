@@ -60,7 +60,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .config import PROFILES, SMOKE_DATA, SMOKE_MODEL, RunConfig, SetupError, run_cli, set_threads
 from .model import add_lora, build_smoke_model, load_tokenizer, save_atomically
-from .system import load_average, peak_memory_mb, reset_peak_memory
+from .system import load_average, machine_info, peak_memory_mb, reset_peak_memory
 from .training import PAD_TO_MULTIPLE_OF, cpu_has_native_bf16, gpu_training_settings, precision_flags
 
 LENGTHS_FILE = Path(__file__).parent / "assets" / "imdb_token_lengths.json"
@@ -302,6 +302,8 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__, "model_size": args.model_size, "max_length": args.max_length,
         "lengths_from": source,
         "load_average": load_average(),
+        "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("output", "save_model")},  # python -m utils.bench
     }
     if not cuda:
         report["cpu_native_bf16"] = native_bf16

@@ -265,6 +265,8 @@ def config_essentials(config) -> dict:
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts: peft's own counter for a PeftModel (what print_trainable_parameters shows)."""
+    if isinstance(model, PeftModel):
+        return model.get_nb_trainable_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
