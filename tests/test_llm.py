@@ -64,10 +64,15 @@ def test_seq_cls_training_on_the_smoke_decoder(tmp_path):
     cfg.target_modules = None
     metrics = run_training(cfg, log=lambda *a: None)
     assert metrics["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
-    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["eval_size"] == 32
+    assert metrics["eval_size"] == 32
     predictor = SentimentPredictor.from_pretrained(tmp_path / "adapter")
     results = predictor(["This movie was absolutely fantastic!", "I was really disappointed by this film."])
     assert [set(r) for r in results] == [{"label", "score"}] * 2
+    from utils.data import LABELS, load_imdb
+
+    test = load_imdb(cfg)[0]["test"]  # the saved adapter scores the test split as training measured it
+    right = sum(r["label"] == LABELS[y] for r, y in zip(predictor(list(test["text"])), test["label"]))
+    assert abs(right / len(test) - metrics["test_accuracy"]) <= 1 / len(test) + 1e-9
 
 
 def test_chat_prompt_keeps_the_prompt_within_max_length():
