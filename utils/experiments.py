@@ -51,7 +51,6 @@ from .system import (current_memory_mb, folder_bytes, load_average, machine_info
 
 RUNS = ("majority", "tfidf", "head_only", "lora", "lora_all_linear", "full")
 DEFAULT_RUNS = RUNS[:-1]  # full fine-tuning only when asked for by name
-LIVE_RUNS = ("majority", "tfidf", "head_only")  # cheap enough for lesson 04 to run on any profile
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 FULL_FT_LR = 5e-5  # full fine-tuning's usual rate: LoRA's adapters start at zero and want ~10-40x more
 TFIDF_C = (0.3, 1.0, 3.0, 10.0)  # inverse regularisation strengths tried on the validation reviews
