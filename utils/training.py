@@ -179,11 +179,12 @@ def build_trainer(model, tokenizer, tokenized: DatasetDict, cfg: RunConfig) -> T
 
     On a CPU in bf16 the model switches to eager attention (`faster_attention`).
     """
-    attention = faster_attention(train_device(cfg.use_cpu))
+    device = train_device(cfg.use_cpu)
+    attention = faster_attention(device)
     if attention:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(attention)
     # Pad each batch to its longest review; on a GPU round up to a multiple of 8 for the tensor cores.
-    multiple = PAD_TO_MULTIPLE_OF if train_device(cfg.use_cpu) == "cuda" else None
+    multiple = PAD_TO_MULTIPLE_OF if device == "cuda" else None
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
     return Trainer(model=model, args=training_arguments(cfg), train_dataset=tokenized["train"],
                    eval_dataset=tokenized["validation"], processing_class=tokenizer, data_collator=collator,
@@ -307,7 +308,7 @@ SMALL_RUN = ("train_size", "eval_size", "val_size", "max_length", "epochs", "bat
 
 
 def small_run_config(cfg: RunConfig) -> RunConfig:
-    """`cfg` cut to the `cpu` profile's sizes (no larger than `cfg`'s own), in its own output folder."""
+    """`cfg` with the `cpu` profile's sizes, in its own output folder; `cfg` itself when it is that small already."""
     small = {k: PROFILES["cpu"][k] for k in SMALL_RUN}
     if cfg.data_dir == SMOKE_DATA or (cfg.train_size is not None and cfg.train_size <= small["train_size"]):
         return cfg  # already small (the smoke set, the cpu profile): nothing to cut
